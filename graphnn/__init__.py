@@ -1,0 +1,28 @@
+"""graphnn: a symbolic computational-graph compiler for neural networks.
+
+Build a network as an explicit DAG, declare every op once as a SymPy body,
+derive the backward pass as delta nodes, evaluate it with the NumPy
+reference executor, and compile it to generated Numba code.
+"""
+from .version import __version__
+from .errors import (CacheError, DtypeError, FeedError, GraphCycleError, GraphnnError, ShapeError,
+                     TargetError, UnknownFunctionError)
+from .graph import Graph, Node, init, substitute, topological
+from .ops import (ACTIVATIONS, BATCH_SIZE, REGISTRY, ClampedLog, ElementwiseOp, IndexMax, IndexOp,
+                  IndexSum, Sigmoid, Softplus, StopGradient, abs_, add, binary_cross_entropy,
+                  binary_cross_entropy_with_logits, celu, div, elementwise, elu, exp, gelu,
+                  gelu_tanh, hardswish, identity, index_op, indices, l1_penalty, l2_penalty,
+                  leaky_relu, linear, log, log_softmax, matmul, max_, mean, mish, mse, mul, neg,
+                  nll, pow, power, relu, relu6, sigmoid, softmax, softmax_cross_entropy, softplus,
+                  sqrt, square, stop_gradient, sub, sum_, sum_to, swish, tanh)
+from .derive import Backward, LocalDerivative, derive, local_derivative
+from .reference import evaluate, loss_and_gradients
+from .check import check_grad
+from .nn import dense
+
+# PyTorch-style short names next to the underscore-suffixed ones
+abs = abs_  # noqa: A001
+sum = sum_  # noqa: A001
+max = max_  # noqa: A001
+bce = binary_cross_entropy
+bce_with_logits = binary_cross_entropy_with_logits

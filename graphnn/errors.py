@@ -1,0 +1,36 @@
+"""Errors raised by graphnn. Each names the node, shape or argument at fault."""
+
+
+class GraphnnError(Exception):
+    """Base class for every error graphnn raises on purpose."""
+
+
+class ShapeError(GraphnnError, ValueError):
+    """Two shapes that an op combines do not fit together."""
+
+
+class DtypeError(GraphnnError, TypeError):
+    """Two nodes with different explicit dtypes meet in one op."""
+
+
+class GraphCycleError(GraphnnError, ValueError):
+    """Merging or substituting graphs would make a node depend on itself."""
+
+
+class FeedError(GraphnnError, KeyError):
+    """A feed is missing, unknown, or has the wrong shape or dtype."""
+
+    def __str__(self):  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownFunctionError(GraphnnError, ValueError):
+    """An op body uses a SymPy function graphnn cannot translate to code."""
+
+
+class TargetError(GraphnnError, RuntimeError):
+    """A compile target cannot run on this machine."""
+
+
+class CacheError(GraphnnError, RuntimeError):
+    """A compile-cache entry is unreadable."""

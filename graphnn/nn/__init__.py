@@ -1,0 +1,4 @@
+"""Layers built from ops (graph builders)."""
+from .layers import dense
+
+__all__ = ["dense"]

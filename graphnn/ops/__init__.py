@@ -1,0 +1,21 @@
+"""Stage 1b: the op registry. Every op is one SymPy body; see :mod:`.registry`."""
+from .composite import (binary_cross_entropy, binary_cross_entropy_with_logits, bce_elementwise,
+                        bce_logits_elementwise, l1_penalty, l2_penalty, log_softmax, mse, nll,
+                        softmax, softmax_cross_entropy, stop_gradient)
+from .elementwise import (ACTIVATIONS, abs_, add, celu, div, elu, exp, gelu, gelu_tanh, hardswish,
+                          identity, leaky_relu, log, mish, mul, neg, pow, power, relu, relu6,
+                          sigmoid, softplus, sqrt, square, sub, swish, tanh)
+from .functions import IndexMax, IndexSum
+from .index_body import BATCH_SIZE, IndexBody, Term, indices
+from .index_ops import linear, matmul, max_, mean, sum_, sum_to
+from .primitives import PRIMITIVES, ClampedLog, ClampedReciprocal, Sigmoid, Softplus, StopGradient
+from .registry import REGISTRY, ElementwiseOp, IndexOp, elementwise, index_op
+
+_elementwise_pow = pow
+
+
+def pow(x, y):  # noqa: A001
+    """x ** y; a number exponent becomes the attribute of op ``power``."""
+    if isinstance(y, (int, float)):
+        return power(x, p=float(y))
+    return _elementwise_pow(x, y)

@@ -1,0 +1,114 @@
+"""Composite ops: softmax, losses and penalties written from primitives.
+
+They cost nothing extra: their derivatives, code and rendering come from the
+primitives they are made of. Each builds its nodes inside a graph scope so
+renderers can draw it as one box.
+"""
+from ..errors import ShapeError
+from ..graph.node import format_shape
+from . import elementwise as ew
+from . import index_ops as ix
+from .primitives import ClampedLog, Softplus, StopGradient
+from .registry import as_node, elementwise
+
+
+@elementwise
+def stop_gradient(x):
+    """Identity forward, no gradient backward."""
+    return StopGradient(x)
+
+
+@elementwise
+def bce_elementwise(p, y):
+    """-(y log p + (1-y) log(1-p)), logs clamped at -100 like PyTorch."""
+    return -(y * ClampedLog(p) + (1 - y) * ClampedLog(1 - p))
+
+
+@elementwise
+def bce_logits_elementwise(z, y):
+    """Binary cross-entropy on a logit: softplus(z) - z*y (stable for any z)."""
+    return Softplus(z) - z * y
+
+
+def _scoped(node, name):
+    return node.graph.scope(node.graph.unique_name(name).split("/")[-1])
+
+
+def softmax(x, axis=-1, name="softmax"):
+    """exp(x - max x) / sum exp(x - max x) along ``axis``."""
+    with _scoped(x, name):
+        shifted = x - stop_gradient(ix.max_(x, axis=axis, keepdims=True), name="max_shift")
+        e = ew.exp(shifted)
+        return ew.div(e, ix.sum_(e, axis=axis, keepdims=True), name="softmax")
+
+
+def log_softmax(x, axis=-1, name="log_softmax"):
+    """x - max x - log sum exp(x - max x) along ``axis``."""
+    with _scoped(x, name):
+        shifted = x - stop_gradient(ix.max_(x, axis=axis, keepdims=True), name="max_shift")
+        lse = ew.log(ix.sum_(ew.exp(shifted), axis=axis, keepdims=True))
+        return ew.sub(shifted, lse, name="log_softmax")
+
+
+def _check_same(a, b, what):
+    b = as_node(b, a.graph)
+    if a.shape != b.shape:
+        raise ShapeError(f"{what}: prediction {a.name!r} has shape {format_shape(a.shape)} but "
+                         f"target {b.name!r} has shape {format_shape(b.shape)}")
+    return b
+
+
+def _reduce(x, reduction, what):
+    if reduction == "mean":
+        return ix.mean(x, name=what)
+    if reduction == "sum":
+        return ix.sum_(x, name=what)
+    raise ValueError(f"{what}: reduction must be 'mean' or 'sum', got {reduction!r}")
+
+
+def mse(y_hat, y, reduction="mean", name="mse"):
+    """Mean squared error, mean((y_hat - y)^2)."""
+    y = _check_same(y_hat, y, name)
+    with _scoped(y_hat, name):
+        return _reduce(ew.square(y_hat - y), reduction, name)
+
+
+def binary_cross_entropy(p, y, reduction="mean", name="bce"):
+    """BCE on probabilities p in [0, 1] (a sigmoid output)."""
+    y = _check_same(p, y, name)
+    with _scoped(p, name):
+        return _reduce(bce_elementwise(p, y), reduction, name)
+
+
+def binary_cross_entropy_with_logits(z, y, reduction="mean", name="bce_logits"):
+    """BCE on logits z (sigmoid folded in, stable)."""
+    y = _check_same(z, y, name)
+    with _scoped(z, name):
+        return _reduce(bce_logits_elementwise(z, y), reduction, name)
+
+
+def nll(log_probs, y, reduction="mean", name="nll"):
+    """Negative log-likelihood of one-hot targets ``y``: -sum_c y_c log p_c per example."""
+    y = _check_same(log_probs, y, name)
+    with _scoped(log_probs, name):
+        per_example = ew.neg(ix.sum_(ew.mul(y, log_probs), axis=-1))
+        return _reduce(per_example, reduction, name)
+
+
+def softmax_cross_entropy(logits, y, reduction="mean", name="softmax_ce"):
+    """Cross-entropy of one-hot targets against softmax(logits)."""
+    _check_same(logits, y, name)
+    with _scoped(logits, name):
+        return nll(log_softmax(logits), y, reduction=reduction)
+
+
+def l2_penalty(weight, lam=1e-3, name="l2"):
+    """lam/2 * sum(W^2): its gradient is exactly lam * W."""
+    with _scoped(weight, name):
+        return ew.mul(ix.sum_(ew.square(weight)), lam / 2.0, name=name)
+
+
+def l1_penalty(weight, lam=1e-3, name="l1"):
+    """lam * sum(|W|)."""
+    with _scoped(weight, name):
+        return ew.mul(ix.sum_(ew.abs_(weight)), lam, name=name)

@@ -1,0 +1,161 @@
+"""Elementwise ops, each declared once by its SymPy body.
+
+Kinks follow PyTorch: the branch a Piecewise takes at the kink decides the
+derivative there (relu'(0) = 0, leaky_relu'(0) = alpha, relu6'(0) = relu6'(6) = 0,
+hardswish'(-3) = -0.5, hardswish'(3) = 1.5).
+"""
+import sympy as sp
+
+from .primitives import Sigmoid, Softplus
+from .registry import elementwise
+
+# -- arithmetic -----------------------------------------------------------
+
+
+@elementwise
+def add(x, y):
+    """x + y"""
+    return x + y
+
+
+@elementwise
+def sub(x, y):
+    """x - y"""
+    return x - y
+
+
+@elementwise
+def mul(x, y):
+    """x * y"""
+    return x * y
+
+
+@elementwise
+def div(x, y):
+    """x / y"""
+    return x / y
+
+
+@elementwise
+def neg(x):
+    """-x"""
+    return -x
+
+
+@elementwise
+def pow(x, y):  # noqa: A001 - the op is called pow
+    """x ** y for a tensor exponent (use ``x ** 2`` for a number: op ``power``)."""
+    return x ** y
+
+
+@elementwise
+def power(x, p=2.0):
+    """x ** p for a number p (an attribute)."""
+    return x ** p
+
+
+@elementwise
+def exp(x):
+    return sp.exp(x)
+
+
+@elementwise
+def log(x):
+    return sp.log(x)
+
+
+@elementwise
+def sqrt(x):
+    return sp.sqrt(x)
+
+
+@elementwise(name="abs")
+def abs_(x):
+    """|x|; abs'(0) = 0 as in PyTorch."""
+    return sp.Abs(x)
+
+
+@elementwise
+def square(x):
+    return x ** 2
+
+
+# -- activations ----------------------------------------------------------
+
+
+@elementwise
+def identity(x):
+    """The output activation of regression nets."""
+    return x
+
+
+@elementwise
+def sigmoid(x):
+    return Sigmoid(x)
+
+
+@elementwise
+def tanh(x):
+    return sp.tanh(x)
+
+
+@elementwise
+def relu(x):
+    return sp.Piecewise((x, x > 0), (0, True))
+
+
+@elementwise
+def leaky_relu(x, alpha=0.01):
+    return sp.Piecewise((x, x > 0), (alpha * x, True))
+
+
+@elementwise
+def elu(x, alpha=1.0):
+    return sp.Piecewise((x, x > 0), (alpha * (sp.exp(x) - 1), True))
+
+
+@elementwise
+def celu(x, alpha=1.0):
+    return sp.Piecewise((x, x > 0), (alpha * (sp.exp(x / alpha) - 1), True))
+
+
+@elementwise
+def relu6(x):
+    return sp.Piecewise((0, x <= 0), (x, x < 6), (6, True))
+
+
+@elementwise
+def hardswish(x):
+    return sp.Piecewise((0, x < -3), (x * (x + 3) / 6, x <= 3), (x, True))
+
+
+@elementwise
+def gelu(x):
+    """Exact GELU: x * Phi(x) with the Gaussian CDF written with erf."""
+    return x / 2 * (1 + sp.erf(x / sp.sqrt(2)))
+
+
+@elementwise
+def gelu_tanh(x):
+    """GELU's tanh approximation (PyTorch ``approximate='tanh'``)."""
+    return x / 2 * (1 + sp.tanh(sp.sqrt(2 / sp.pi) * (x + sp.Rational(44715, 1000000) * x ** 3)))
+
+
+@elementwise
+def softplus(x):
+    return Softplus(x)
+
+
+@elementwise
+def mish(x):
+    return x * sp.tanh(Softplus(x))
+
+
+@elementwise
+def swish(x):
+    """x * sigmoid(x) (SiLU)."""
+    return x * Sigmoid(x)
+
+
+ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "celu", "relu6",
+               "hardswish", "gelu", "gelu_tanh", "softplus", "mish", "swish")

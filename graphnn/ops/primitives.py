@@ -1,0 +1,153 @@
+"""Numerically delicate scalar primitives.
+
+Each is a ``sympy.Function`` whose ``fdiff`` returns its derivative in stable
+primitives (Sigmoid' = S*(1-S), Softplus' = Sigmoid), so ``sp.diff`` of any op
+that uses them stays finite for large |x|. Each also carries:
+
+* ``definition(x)`` -- the plain SymPy expression it stands for (tests check
+  ``fdiff`` against ``sp.diff`` of it);
+* ``numpy_impl`` -- a stable NumPy version for the reference executor;
+* ``scalar_source`` -- a stable scalar Python body (``math`` functions, and
+  ``F(...)`` around every literal so the printer can type it in the kernel's
+  dtype) that the CPU and CUDA printers emit as an inlined helper.
+
+Adding a primitive means adding one class here; printers and the reference
+executor find it through ``PRIMITIVES``.
+"""
+import numpy as np
+import sympy as sp
+
+
+class Primitive(sp.Function):
+    """Base of graphnn's stable primitives (one argument, real)."""
+
+    nargs = 1
+    is_real = True
+    helper_name = None  # name of the emitted scalar helper
+    derivative_matches_definition = True
+    scalar_source = None
+
+    @staticmethod
+    def definition(x):
+        raise NotImplementedError
+
+    @staticmethod
+    def numpy_impl(x):
+        raise NotImplementedError
+
+
+class Sigmoid(Primitive):
+    """Logistic sigmoid 1/(1+exp(-x)); S' = S*(1-S)."""
+
+    helper_name = "sigmoid"
+    scalar_source = (
+        "def sigmoid(x):\n"
+        "    if x >= F(0.0):\n"
+        "        return F(1.0) / (F(1.0) + math.exp(-x))\n"
+        "    e = math.exp(x)\n"
+        "    return e / (F(1.0) + e)\n"
+    )
+
+    @staticmethod
+    def definition(x):
+        return 1 / (1 + sp.exp(-x))
+
+    @staticmethod
+    def numpy_impl(x):
+        x = np.asarray(x)
+        e = np.exp(-np.abs(x))
+        return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+    def fdiff(self, argindex=1):
+        s = Sigmoid(self.args[0])
+        return s * (1 - s)
+
+
+class Softplus(Primitive):
+    """log(1+exp(x)) computed as max(x,0)+log1p(exp(-|x|)); Softplus' = Sigmoid."""
+
+    helper_name = "softplus"
+    scalar_source = (
+        "def softplus(x):\n"
+        "    return max(x, F(0.0)) + math.log1p(math.exp(-abs(x)))\n"
+    )
+
+    @staticmethod
+    def definition(x):
+        return sp.log(1 + sp.exp(x))
+
+    @staticmethod
+    def numpy_impl(x):
+        x = np.asarray(x)
+        return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+    def fdiff(self, argindex=1):
+        return Sigmoid(self.args[0])
+
+
+class ClampedReciprocal(Primitive):
+    """1/max(x, 1e-12): the derivative of ClampedLog, as PyTorch's BCE uses."""
+
+    helper_name = "clamped_reciprocal"
+    scalar_source = (
+        "def clamped_reciprocal(x):\n"
+        "    return F(1.0) / max(x, F(1e-12))\n"
+    )
+
+    @staticmethod
+    def definition(x):
+        return 1 / x
+
+    @staticmethod
+    def numpy_impl(x):
+        return 1 / np.maximum(np.asarray(x), 1e-12)
+
+    def fdiff(self, argindex=1):
+        return -ClampedReciprocal(self.args[0]) ** 2
+
+
+class ClampedLog(Primitive):
+    """max(log(x), -100): PyTorch's clamp in binary cross-entropy."""
+
+    helper_name = "clamped_log"
+    scalar_source = (
+        "def clamped_log(x):\n"
+        "    if x <= F(0.0):\n"
+        "        return F(-100.0)\n"
+        "    return max(math.log(x), F(-100.0))\n"
+    )
+
+    @staticmethod
+    def definition(x):
+        return sp.log(x)
+
+    @staticmethod
+    def numpy_impl(x):
+        x = np.asarray(x)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.maximum(np.log(np.where(x > 0, x, 0)), -100.0)
+
+    def fdiff(self, argindex=1):
+        return ClampedReciprocal(self.args[0])
+
+
+class StopGradient(Primitive):
+    """Identity forward, zero derivative (used for the max-shift of softmax)."""
+
+    helper_name = "stop_gradient"
+    derivative_matches_definition = False  # on purpose: gradients do not flow
+    scalar_source = "def stop_gradient(x):\n    return x\n"
+
+    @staticmethod
+    def definition(x):
+        return x
+
+    @staticmethod
+    def numpy_impl(x):
+        return np.asarray(x)
+
+    def fdiff(self, argindex=1):
+        return sp.Integer(0)
+
+
+PRIMITIVES = (Sigmoid, Softplus, ClampedLog, ClampedReciprocal, StopGradient)

@@ -1,0 +1,208 @@
+"""The NumPy reference executor: the oracle for every compiled target.
+
+It evaluates op bodies directly -- elementwise bodies through
+``sympy.lambdify`` with NumPy, index bodies by gathering every access over a
+broadcast grid of loop indices (``np.einsum`` when a term is a plain product
+of accesses) -- and shares nothing with code generation.
+"""
+import functools
+
+import numpy as np
+import sympy as sp
+from sympy.printing.numpy import SciPyPrinter
+
+from ..errors import FeedError
+from ..graph.node import format_shape
+from ..graph.traverse import topological
+from ..ops.index_body import BATCH_SIZE, access_indices, access_name, accesses
+from ..ops.primitives import PRIMITIVES, Primitive
+
+
+class _ReferencePrinter(SciPyPrinter):
+    """NumPy printing with elementwise Max/Min (lambdify's default stacks arrays)."""
+
+    def _print_Function(self, expr):
+        if isinstance(expr, Primitive):  # resolved through the lambdify namespace
+            return f"{type(expr).__name__}({', '.join(self._print(a) for a in expr.args)})"
+        return super()._print_Function(expr)
+
+    def _print_Max(self, expr):
+        return self._nested("numpy.maximum", expr.args)
+
+    def _print_Min(self, expr):
+        return self._nested("numpy.minimum", expr.args)
+
+    def _nested(self, fn, args):
+        out = self._print(args[0])
+        for a in args[1:]:
+            out = f"{fn}({out}, {self._print(a)})"
+        return out
+
+
+_NAMESPACE = {p.__name__: p.numpy_impl for p in PRIMITIVES}
+
+
+@functools.lru_cache(maxsize=4096)
+def _lambdify(symbols, expr):
+    return sp.lambdify(symbols, expr, modules=[_NAMESPACE, "numpy", "scipy"], printer=_ReferencePrinter)
+
+
+def check_feeds(nodes, feeds):
+    """Validate feeds against the inputs among ``nodes``; returns (arrays, batch size)."""
+    needed = {n.name: n for n in nodes if n.kind == "input"}
+    unknown = sorted(set(feeds) - set(needed))
+    if unknown:
+        raise FeedError(f"unknown feed(s) {unknown}; this computation takes {sorted(needed)}")
+    missing = sorted(set(needed) - set(feeds))
+    if missing:
+        raise FeedError(f"missing feed(s) {missing}: input(s) the outputs depend on")
+    batch, arrays = None, {}
+    for name, node in needed.items():
+        value = np.asarray(feeds[name])
+        if value.dtype.kind not in "fiub":
+            raise FeedError(f"feed {name!r} has dtype {value.dtype}; it must be numeric")
+        shape = node.shape
+        ok = len(value.shape) == len(shape) and all(
+            d is None or d == v for d, v in zip(shape, value.shape))
+        if not ok:
+            raise FeedError(f"feed {name!r} has shape {value.shape}; input {name!r} "
+                            f"expects {format_shape(shape)}")
+        if shape and shape[0] is None:
+            if batch is not None and value.shape[0] != batch[1]:
+                raise FeedError(f"feeds disagree on the batch size: {batch[0]!r} has "
+                                f"{batch[1]} rows, {name!r} has {value.shape[0]}")
+            batch = (name, value.shape[0])
+        arrays[name] = value
+    return arrays, (batch[1] if batch else 1)
+
+
+def _full_shape(shape, batch):
+    return tuple(batch if d is None else d for d in shape)
+
+
+def _elementwise(node, values, dtype):
+    expr = node.op.expr(node.attr_dict)
+    fn = _lambdify(node.op.symbols, expr)
+    with np.errstate(all="ignore"):
+        out = fn(*values)
+    return np.asarray(out, dtype=dtype)
+
+
+def _einsum_term(term, args, ext, out_indices, batch):
+    """Fast path: coefficient * product of plain accesses -> one einsum."""
+    if term.combiner != "sum" or term.guard is not sp.true:
+        return None
+    coeff, factors = sp.Integer(1), []
+    for f in sp.Mul.make_args(term.expr):
+        if f.free_symbols <= {BATCH_SIZE}:
+            coeff *= f
+            continue
+        base, power = (f.base, f.exp) if f.is_Pow else (f, 1)
+        if power not in (1, 2) or not accesses(base, args):
+            return None
+        if accesses(base, args) != [base]:
+            return None
+        idx = access_indices(base)
+        if not all(isinstance(i, sp.Symbol) for i in idx) or len(set(idx)) != len(idx):
+            return None
+        factors += [base] * int(power)
+    letters = {}
+    def letter(i):
+        return letters.setdefault(i, "abcdefghijklmnopqrstuvwxyz"[len(letters)])
+    operands, specs = [], []
+    for f in factors:
+        operands.append(args[access_name(f)])
+        specs.append("".join(letter(i) for i in access_indices(f)))
+    if not operands:
+        return None
+    present = [i for i in out_indices if i in letters]
+    out_spec = "".join(letters[i] for i in present)
+    c = float(coeff.subs(BATCH_SIZE, batch))
+    res = np.einsum(",".join(specs) + "->" + out_spec, *operands, optimize=True) * c
+    res = res.reshape([ext[i] if i in letters else 1 for i in out_indices])
+    return np.broadcast_to(res, tuple(ext[i] for i in out_indices))
+
+
+def _grid_term(term, args, ext, out_indices, batch, dtype):
+    """General path: evaluate every access on a broadcast grid of loop indices."""
+    loop = list(out_indices) + list(term.reduce_indices)
+    grids = {}
+    for pos, i in enumerate(loop):
+        shape = [1] * len(loop)
+        shape[pos] = ext[i]
+        grids[i] = np.arange(ext[i]).reshape(shape)
+    valid = np.ones([1] * len(loop), dtype=bool)
+    if term.guard is not sp.true:
+        guard = sp.lambdify(loop, term.guard, "numpy")(*[grids[i] for i in loop])
+        valid = valid & np.asarray(guard, dtype=bool)
+    symbols, gathered = [], []
+    for k, acc in enumerate(accesses(term.expr, args)):
+        array = args[access_name(acc)]
+        idx_values = []
+        inside = np.ones([1] * len(loop), dtype=bool)
+        for axis, ix in enumerate(access_indices(acc)):
+            v = sp.lambdify(loop, ix, "numpy")(*[grids[i] for i in loop])
+            v = np.asarray(v) + np.zeros([1] * len(loop), dtype=np.int64)
+            inside = inside & (v >= 0) & (v < array.shape[axis])
+            idx_values.append(np.clip(v, 0, array.shape[axis] - 1))
+        gathered.append(array[tuple(idx_values)] if idx_values else array)
+        valid = valid & inside
+        symbols.append((acc, sp.Symbol(f"_acc{k}", real=True)))
+    expr = term.expr.xreplace(dict(symbols)).subs(BATCH_SIZE, batch)
+    fn = _lambdify(tuple(s for _, s in symbols), expr)
+    with np.errstate(all="ignore"):
+        val = np.asarray(fn(*gathered), dtype=dtype) + np.zeros(valid.shape, dtype=dtype)
+    full = tuple(ext[i] for i in loop)
+    val = np.broadcast_to(val, full)
+    valid = np.broadcast_to(valid, full)
+    axes = tuple(range(len(out_indices), len(loop)))
+    if term.combiner == "max":
+        return np.where(valid, val, -np.inf).max(axis=axes) if axes else val
+    masked = np.where(valid, val, 0)
+    return masked.sum(axis=axes) if axes else masked
+
+
+def _index(node, values, batch, dtype):
+    body = node.op.node_body(node)
+    args = dict(zip(body.arg_names, values))
+    ext = {i: (batch if e is None else e) for i, e in body.extents().items()}
+    out = np.zeros(_full_shape(body.out_shape, batch), dtype=dtype)
+    for term in body.terms:
+        res = _einsum_term(term, args, ext, body.out_indices, batch)
+        if res is None:
+            res = _grid_term(term, args, ext, body.out_indices, batch, dtype)
+        out = out + res
+    return out.astype(dtype, copy=False)
+
+
+def evaluate(outputs, feeds, params=None, dtype="float64"):
+    """Evaluate ``outputs`` (nodes) with NumPy; returns {node name: array}.
+
+    ``params`` overrides parameter values (default: the graph's own values).
+
+    >>> import graphnn as gn, numpy as np
+    >>> g = gn.Graph(); x = g.input("x", (None, 2))
+    >>> y = gn.relu(x)
+    >>> gn.evaluate([y], {"x": np.array([[-1.0, 2.0]])})[y.name]
+    array([[0., 2.]])
+    """
+    outputs = list(outputs)
+    nodes = topological(outputs)
+    arrays, batch = check_feeds(nodes, feeds)
+    dtype = np.dtype(dtype)
+    values = {}
+    for node in nodes:
+        if node.kind == "input":
+            v = np.asarray(arrays[node.name], dtype=dtype)
+        elif node.kind == "parameter":
+            source = params if params is not None and node.name in params else node.graph.values
+            v = np.asarray(source[node.name], dtype=dtype)
+        elif node.kind == "constant":
+            v = np.asarray(node.attr("value"), dtype=dtype)
+        elif node.op.kind == "elementwise":
+            v = _elementwise(node, [values[id(p)] for p in node.inputs], dtype)
+            v = np.broadcast_to(v, _full_shape(node.shape, batch)).astype(dtype)
+        else:
+            v = _index(node, [values[id(p)] for p in node.inputs], batch, dtype)
+        values[id(node)] = v
+    return {o.name: values[id(o)] for o in outputs}
