@@ -26,3 +26,6 @@ sum = sum_  # noqa: A001
 max = max_  # noqa: A001
 bce = binary_cross_entropy
 bce_with_logits = binary_cross_entropy_with_logits
+from .train import SGD, Adam, Momentum, Optimizer
+from .runtime import Model, compile  # noqa: A001
+from . import lecture

@@ -1,0 +1,148 @@
+"""The model object users call: forward, gradients, training steps, fit.
+
+Parameters and optimizer state live in the model (NumPy arrays in the
+model's dtype, or device arrays for CUDA) and are passed to the backend's
+functions as arguments on every call.
+"""
+import numpy as np
+
+from ..errors import FeedError
+from ..graph.node import Graph, Node
+from ..graph.traverse import topological
+from ..reference.executor import check_feeds
+from .program import build_programs, hyper_name, slot_name
+
+
+def _split_graph(graph_or_loss, loss, outputs):
+    if isinstance(graph_or_loss, Node):
+        loss = graph_or_loss if loss is None else loss
+        graph = graph_or_loss.graph
+    elif isinstance(graph_or_loss, Graph):
+        graph = graph_or_loss
+    elif hasattr(graph_or_loss, "graph") and hasattr(graph_or_loss, "loss"):
+        graph, loss = graph_or_loss.graph, loss if loss is not None else graph_or_loss.loss
+    else:
+        raise TypeError(f"compile takes a Graph, a loss node or a net with .graph and .loss; "
+                        f"got {type(graph_or_loss).__name__}")
+    if outputs is None:
+        outputs = dict(graph.outputs)
+    elif isinstance(outputs, Node):
+        outputs = {outputs.name: outputs}
+    elif not isinstance(outputs, dict):
+        outputs = {n.name: n for n in outputs}
+    if not outputs and loss is not None:
+        outputs = {"loss": loss}
+    if not outputs:
+        raise ValueError(f"graph {graph.name!r} has no outputs and no loss: name one with "
+                         f"graph.output(name, node) or pass loss=")
+    return graph, loss, outputs
+
+
+class Model:
+    """A compiled network. Build it with :func:`graphnn.compile`."""
+
+    def __init__(self, graph_or_loss, loss=None, outputs=None, optimizer=None, target="cpu",
+                 dtype="float32", **options):
+        from ..train.optimizers import SGD
+        self.graph, self.loss_node, self.output_nodes = _split_graph(graph_or_loss, loss, outputs)
+        self.dtype = np.dtype(dtype)
+        if self.dtype.name not in ("float32", "float64"):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype.name}")
+        self.target = target
+        self.optimizer = optimizer if optimizer is not None or self.loss_node is None else SGD(0.01)
+        used = {n.name for n in topological([*self.output_nodes.values()]
+                                            + ([self.loss_node] if self.loss_node is not None else []))
+                if n.kind == "parameter"}
+        self.params = {k: np.array(v, dtype=self.dtype, order="C", copy=True)
+                       for k, v in self.graph.values.items() if k in used}
+        self.trainable = [k for k in self.params if self.graph.trainable.get(k, True)]
+        self.programs = build_programs(self.graph, self.loss_node, self.output_nodes,
+                                       self.optimizer, self.trainable)
+        self.state = {}
+        if self.optimizer is not None:
+            for name in self.trainable:
+                for slot in self.optimizer.slots:
+                    self.state[slot_name(name, slot)] = np.zeros_like(self.params[name])
+        self.step_count = 0
+        self.history = {}
+        from .backends import make_backend
+        self.backend = make_backend(target, self, **options)
+
+    # -- feeding --------------------------------------------------------------
+    def _feeds(self, program, feeds):
+        nodes = [n for n in self.programs[program].nodes if n.role != "optimizer"]
+        arrays, batch = check_feeds(nodes, feeds)
+        return {k: np.ascontiguousarray(v, dtype=self.dtype) for k, v in arrays.items()}, batch
+
+    def _hyper(self):
+        values = {hyper_name(h): v for h, v in self.optimizer.hyper.items()}
+        values[hyper_name("t")] = float(self.step_count)
+        return values
+
+    # -- the calls ------------------------------------------------------------
+    def forward(self, feeds):
+        """The outputs for ``feeds``: {output name: array}."""
+        arrays, batch = self._feeds("forward", feeds)
+        return self.backend.run("forward", arrays, batch)
+
+    __call__ = forward
+
+    def predict(self, feeds):
+        """The first output's array."""
+        return next(iter(self.forward(feeds).values()))
+
+    def loss_and_gradients(self, feeds):
+        """(loss, {parameter name: gradient}) without changing the parameters."""
+        self._need_loss()
+        arrays, batch = self._feeds("gradients", feeds)
+        out = self.backend.run("gradients", arrays, batch)
+        grads = {k[len("grad::"):]: v for k, v in out.items() if k.startswith("grad::")}
+        return float(out["loss"]), grads
+
+    def evaluate_loss(self, feeds):
+        """The loss value for ``feeds`` (no update)."""
+        return self.loss_and_gradients(feeds)[0]
+
+    def step(self, feeds):
+        """One training step: forward, backward and the optimizer update, in place."""
+        self._need_loss()
+        arrays, batch = self._feeds("step", feeds)
+        self.step_count += 1
+        wanted = {n.name for n in self.programs["step"].inputs}
+        arrays.update({k: np.asarray(v, dtype=self.dtype) for k, v in self._hyper().items()
+                       if k in wanted})
+        out = self.backend.run("step", arrays, batch)
+        return float(out["loss"])
+
+    def fit(self, feeds, **kwargs):
+        """Train on ``feeds`` (see :func:`graphnn.train.fit`)."""
+        from ..train.fit import fit
+        return fit(self, feeds, **kwargs)
+
+    def _need_loss(self):
+        if self.loss_node is None:
+            raise ValueError("this model was compiled without a loss; pass loss= to gn.compile")
+
+    # -- parameters -----------------------------------------------------------
+    def get_params(self):
+        """A float64 copy of every parameter."""
+        return {k: np.array(self.backend.read_param(k), dtype=np.float64) for k in self.params}
+
+    def set_params(self, values):
+        """Overwrite parameters (shapes must match)."""
+        for k, v in values.items():
+            if k not in self.params:
+                raise FeedError(f"unknown parameter {k!r}; the model has {sorted(self.params)}")
+            v = np.asarray(v, dtype=self.dtype)
+            if v.shape != self.params[k].shape:
+                raise FeedError(f"parameter {k!r}: value has shape {v.shape}, expected {self.params[k].shape}")
+            self.backend.write_param(k, v)
+
+    @property
+    def source(self):
+        """The generated source code (compiled targets)."""
+        return self.backend.source
+
+    def __repr__(self):
+        return (f"<Model {self.graph.name!r} target={self.target} dtype={self.dtype.name} "
+                f"params={sum(v.size for v in self.params.values())}>")

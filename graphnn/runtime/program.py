@@ -1,0 +1,78 @@
+"""Programs: the target-neutral description of what a compiled model runs.
+
+A :class:`Program` is a list of nodes in topological order with named
+outputs (returned arrays) and updates (buffers written in place: parameters
+and optimizer slots). Its leaves are fed inputs, parameters, optimizer slots
+and scalar hyper-parameters -- all passed as arguments, never baked in.
+
+A model has up to three programs: ``forward`` (the outputs), ``gradients``
+(loss and parameter gradients) and ``step`` (forward + backward + update).
+"""
+from dataclasses import dataclass, field
+
+from ..derive import derive
+from ..graph.node import Node
+from ..graph.traverse import topological
+
+
+@dataclass
+class Program:
+    name: str
+    outputs: dict                 # output name -> node
+    updates: dict = field(default_factory=dict)   # buffer name -> node
+    nodes: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.nodes = topological([*self.outputs.values(), *self.updates.values()])
+
+    @property
+    def inputs(self):
+        return [n for n in self.nodes if n.kind == "input"]
+
+    @property
+    def parameters(self):
+        return [n for n in self.nodes if n.kind == "parameter"]
+
+
+def slot_name(param, slot):
+    return f"{param}::{slot}"
+
+
+def hyper_name(name):
+    return f"optimizer::{name}"
+
+
+def _leaf(graph, name, shape):
+    # optimizer slots and hyper-parameters are inputs the model feeds itself;
+    # they are not registered in graph.inputs so the user never sees them
+    return Node("input", None, (), {}, shape, None, name, graph, "optimizer", role="optimizer")
+
+
+def build_programs(graph, loss, outputs, optimizer, trainable):
+    """The forward, gradients and step programs of a model."""
+    programs = {"forward": Program("forward", dict(outputs))}
+    if loss is None:
+        return programs
+    params = {n.name: n for n in topological([loss]) if n.kind == "parameter"}
+    wrt = [params[name] for name in trainable if name in params]
+    backward = derive(loss, wrt=wrt)
+    grads = {name: backward.gradients[name] for name in trainable if name in backward.gradients}
+    programs["gradients"] = Program("gradients", {"loss": loss, **{f"grad::{k}": v for k, v in grads.items()}})
+    if optimizer is None:
+        return programs
+    hyper = {h: _leaf(graph, hyper_name(h), ()) for h in (*optimizer.hyper, "t")}
+    updates = {}
+    rule_ops = optimizer.ops()
+    for name, grad in grads.items():
+        param = params[name]
+        leaves = {"p": param, "g": grad, **{h: hyper[h] for h in hyper}}
+        for slot in optimizer.slots:
+            leaves[slot] = _leaf(graph, slot_name(name, slot), param.shape)
+        for buffer, op in rule_ops.items():
+            target = name if buffer == "param" else slot_name(name, buffer)
+            node = Node("op", op, [leaves[a] for a in op.arg_names], {"update_of": target},
+                        param.shape, param.dtype, f"update[{target}]", graph, param.scope, role="update")
+            updates[target] = node
+    programs["step"] = Program("step", {"loss": loss}, updates)
+    programs["step"].backward = backward
+    return programs
