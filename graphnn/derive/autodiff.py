@@ -57,9 +57,18 @@ class Backward:
         return f"<Backward of {self.loss.name}: {len(self.delta_items)} deltas, {len(self.gradients)} gradients>"
 
 
+_names_in_use = {}  # per derive() call: delta names are deterministic, not graph-global
+
+
+def _local_name(name):
+    n = _names_in_use.get(name, 0)
+    _names_in_use[name] = n + 1
+    return name if n == 0 else f"{name}#{n + 1}"
+
+
 def _delta_node(op, inputs, shape, forward, name, graph, attrs=None):
     return Node("op", op, inputs, {"delta_of": forward.name, **(attrs or {})}, shape, forward.dtype,
-                graph.unique_name(name), graph, forward.scope, role="delta")
+                _local_name(name), graph, forward.scope, role="delta")
 
 
 def _elementwise_contribution(node, position, delta, graph):
@@ -122,6 +131,7 @@ def derive(loss, wrt=None):
         raise ShapeError(f"derive: loss {loss.name!r} has shape {format_shape(loss.shape)}; "
                          f"reduce it to a scalar first (gn.mean or gn.sum)")
     graph = loss.graph
+    _names_in_use.clear()
     forward = topological([loss])
     leaves = None if wrt is None else {id(n) for n in wrt}
     needs = {}
@@ -131,7 +141,7 @@ def derive(loss, wrt=None):
         else:
             needs[id(n)] = any(needs[id(p)] for p in n.inputs)
     seed = Node("constant", None, (), {"value": __import__("numpy").array(1.0)}, (), loss.dtype,
-                graph.unique_name(f"delta[{loss.name}]"), graph, loss.scope, role="delta")
+                _local_name(f"delta[{loss.name}]"), graph, loss.scope, role="delta")
     pending = {id(loss): [seed]}
     deltas = {}
     for node in reversed(forward):

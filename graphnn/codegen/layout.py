@@ -1,0 +1,65 @@
+"""Where every buffer lives: flat parameter, state, hyper and work arrays.
+
+Parameters, optimizer state, hyper-parameters and scratch space are each one
+flat array passed to the generated function (few arguments keep the call
+cheap); buffers are views into them. Work offsets are affine in the batch
+size N: ``offset = const + per_n * N``.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Slot:
+    name: str
+    array: str            # params | state | hyper | work
+    offset: tuple         # (const, per_n)
+    size: tuple           # (const, per_n)
+    shape: tuple          # ints and None
+
+    def code_range(self):
+        start = _affine(*self.offset)
+        stop = _affine(self.offset[0] + self.size[0], self.offset[1] + self.size[1])
+        return start, stop
+
+    def resolve(self, n):
+        start = self.offset[0] + self.offset[1] * n
+        return start, start + self.size[0] + self.size[1] * n
+
+
+def _affine(const, per_n):
+    if per_n == 0:
+        return str(const)
+    term = "N" if per_n == 1 else f"{per_n}*N"
+    return term if const == 0 else f"{const} + {term}"
+
+
+def _size(shape):
+    fixed = int(np.prod([d for d in shape if d is not None], dtype=np.int64))
+    return (0, fixed) if None in shape else (max(fixed, 1), 0)
+
+
+def make_layout(kprog, param_order, state_order, hyper_order):
+    """{buffer name: Slot}, plus the sizes of the flat arrays."""
+    slots = {}
+    by_node = {b.node.name: b for b in kprog.buffers.values() if b.node is not None}
+    for array, order, role in (("params", param_order, "param"), ("state", state_order, "state"),
+                               ("hyper", hyper_order, "hyper")):
+        offset = 0
+        for node_name, shape in order:
+            size = max(int(np.prod(shape, dtype=np.int64)), 1)
+            b = by_node.get(node_name)
+            if b is not None and b.role == role:
+                slots[b.name] = Slot(b.name, array, (offset, 0), (size, 0), tuple(shape))
+            offset += size
+    const, per_n = 0, 0
+    for b in kprog.buffers.values():
+        if b.role != "work":
+            continue
+        size = _size(b.shape)
+        # keep every buffer 16-element aligned so loads vectorise
+        const = (const + 15) // 16 * 16
+        slots[b.name] = Slot(b.name, "work", (const, per_n), size, b.shape)
+        const, per_n = const + size[0], per_n + size[1]
+    return slots, (const + 16, per_n)

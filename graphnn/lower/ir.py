@@ -1,0 +1,87 @@
+"""The kernel IR: small and target-neutral.
+
+A :class:`KernelProgram` is a list of buffers and a list of kernels:
+
+* :class:`Fused` -- one loop nest over a shape whose body is a list of
+  scalar SymPy assignments (a fused chain of elementwise nodes). Loads are
+  ``sp.Indexed`` of buffer names (broadcast axes index 0); stores write named
+  values to buffers. Every iteration is independent: any axis may run in
+  parallel.
+* :class:`Contract` -- ``out = scale * op(a) @ op(b)`` (a matrix product;
+  targets print BLAS or a tiled kernel).
+* :class:`Reduce` -- ``out[o] = sum/max over r of terms`` in index notation
+  (gathers: each output element is computed by one iteration, so the output
+  axes may run in parallel, never the reduction axes).
+
+Extents are ints or ``None`` (the batch size, an argument at run time).
+Nothing here names a target.
+"""
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+BATCH = sp.Symbol("N", integer=True, positive=True)
+
+
+@dataclass
+class Buffer:
+    name: str
+    shape: tuple            # ints and None (batch)
+    role: str               # feed | param | state | hyper | work | const
+    node: object = None     # the graph node it holds (None for scratch)
+    value: object = None    # constants: the array
+
+    @property
+    def rank(self):
+        return len(self.shape)
+
+
+@dataclass
+class Fused:
+    shape: tuple
+    assigns: list           # [(sp.Symbol, expr)] in order
+    stores: list            # [(buffer name, sp.Symbol or expr)]
+    comments: list = field(default_factory=list)   # one per node fused in
+    indices: tuple = ()     # loop index symbols, one per axis of shape
+
+
+@dataclass
+class Contract:
+    out: str
+    a: str
+    b: str
+    trans_a: bool
+    trans_b: bool
+    scale: object = 1       # SymPy number (may involve BATCH)
+    accumulate: bool = False
+    comment: str = ""
+
+
+@dataclass
+class Term:
+    expr: object            # SymPy; loads are Indexed of buffer names
+    reduce: tuple           # ((index, extent), ...)
+    combiner: str = "sum"
+    guard: object = sp.true
+
+
+@dataclass
+class Reduce:
+    out: str
+    out_indices: tuple
+    out_shape: tuple
+    terms: list
+    comment: str = ""
+
+
+@dataclass
+class KernelProgram:
+    name: str
+    buffers: dict           # name -> Buffer
+    kernels: list
+    outputs: dict           # output name -> buffer name
+    updates: dict           # buffer to update in place -> buffer name holding the new value
+    dtype: str = "float32"
+
+    def buffers_with(self, role):
+        return [b for b in self.buffers.values() if b.role == role]

@@ -1,0 +1,285 @@
+"""Lowering passes: program (nodes) -> KernelProgram.
+
+1. **plan**: each op node becomes pointwise / contract / reduce (:mod:`.pointwise`).
+2. **schedule + fuse**: list scheduling that keeps adding ready pointwise nodes
+   of the current loop shape to one fused loop, so elementwise chains --
+   forward, their derived backward expressions and optimizer updates -- run
+   as single loops. An update of a parameter waits for every reader of it.
+3. **buffers**: a node gets a buffer only if something outside its loop
+   reads it (or it is an output); loop-local values stay scalars.
+4. **CSE** over each fused body.
+"""
+import keyword
+import re
+
+import sympy as sp
+
+from ..graph.node import format_shape
+from .ir import Buffer, Contract, Fused, KernelProgram, Reduce
+from .pointwise import Access, plan_node
+
+RESERVED = {"np", "math", "N", "prange", "njit", "cuda", "params", "state", "work", "hyper",
+            "numba", "range", "min", "max", "abs", "sum"}
+
+
+class _Names:
+    def __init__(self):
+        self.used = set(RESERVED)
+
+    def make(self, raw):
+        base = re.sub(r"\W+", "_", raw).strip("_") or "v"
+        if base[0].isdigit() or keyword.iskeyword(base):
+            base = "t_" + base
+        name, k = base, 1
+        while name in self.used:
+            k += 1
+            name = f"{base}_{k}"
+        self.used.add(name)
+        return name
+
+
+def _leaf_role(node):
+    if node.kind == "parameter":
+        return "param"
+    if node.kind == "constant":
+        return "const"
+    if node.role == "optimizer":
+        return "hyper" if node.shape == () else "state"
+    return "feed"
+
+
+def _consumers(nodes):
+    users = {id(n): [] for n in nodes}
+    for n in nodes:
+        for p in n.inputs:
+            users[id(p)].append(n)
+    return users
+
+
+def _schedule(nodes, plans, users):
+    """Order op nodes and cut them into groups (lists); non-pointwise nodes stand alone."""
+    order = {id(n): k for k, n in enumerate(nodes)}
+    ops = [n for n in nodes if n.kind == "op"]
+    deps = {id(n): {id(p) for p in n.inputs if p.kind == "op"} for n in ops}
+    for n in ops:
+        if n.role == "update":  # write a parameter only after everything that reads it
+            leaf = n.inputs[0]
+            deps[id(n)] |= {id(u) for u in users[id(leaf)] if u.role != "update"}
+    remaining = {id(n): len(deps[id(n)]) for n in ops}
+    dependents = {id(n): [] for n in ops}
+    for n in ops:
+        for d in deps[id(n)]:
+            dependents[d].append(n)
+    ready = [n for n in ops if remaining[id(n)] == 0]
+    groups, current, members = [], None, set()
+
+    def joinable(n):
+        plan = plans[id(n)]
+        if current is None or plan.kind != "pointwise" or n.shape != current[0].shape:
+            return False
+        for acc in plan.loads.values():
+            if id(acc.node) in members and acc.index != plan.indices:
+                return False
+        return all(d in members or d not in {id(m) for m in ops} or True for d in deps[id(n)])
+
+    def done(n):
+        for m in dependents[id(n)]:
+            remaining[id(m)] -= 1
+            if remaining[id(m)] == 0:
+                ready.append(m)
+
+    while ready:
+        ready.sort(key=lambda n: order[id(n)])
+        pick = next((n for n in ready if joinable(n)), None)
+        if pick is not None:
+            ready.remove(pick)
+            current.append(pick)
+            members.add(id(pick))
+            done(pick)
+            continue
+        if current:
+            groups.append(current)
+            current, members = None, set()
+        pick = ready.pop(0)
+        if plans[id(pick)].kind == "pointwise":
+            current, members = [pick], {id(pick)}
+        else:
+            groups.append([pick])
+        done(pick)
+    if current:
+        groups.append(current)
+    return groups
+
+
+def lower(program, dtype="float32"):
+    """Lower a :class:`~graphnn.runtime.program.Program` to a :class:`KernelProgram`."""
+    nodes = program.nodes
+    users = _consumers(nodes)
+    names = _Names()
+    buffers, buffer_of = {}, {}
+
+    def add_buffer(node, role, raw=None):
+        name = names.make(raw or node.name)
+        buffers[name] = Buffer(name, node.shape if node is not None else (), role, node,
+                               node.attr("value") if node is not None and role == "const" else None)
+        if node is not None:
+            buffer_of[id(node)] = name
+        return name
+
+    for n in nodes:
+        if n.kind != "op" and not (n.kind == "constant" and n.shape == ()):
+            add_buffer(n, _leaf_role(n))
+    plans = {id(n): plan_node(n) for n in nodes if n.kind == "op"}
+    groups = _schedule(nodes, plans, users)
+    group_of = {id(n): g for g, members in enumerate(groups) for n in members}
+    outputs = {id(n) for n in program.outputs.values()}
+    update_target = {id(node): target for target, node in program.updates.items()}
+
+    def needs_buffer(n):
+        if id(n) in outputs:
+            return True
+        plan = plans[id(n)]
+        if plan.kind != "pointwise":
+            return True
+        for u in users[id(n)]:
+            if u.kind != "op" or group_of.get(id(u)) != group_of[id(n)]:
+                return True
+            for acc in plans[id(u)].loads.values():
+                if acc.node is n and acc.index != plans[id(u)].indices:
+                    return True
+        return False
+
+    for n in nodes:
+        if n.kind == "op" and id(n) not in update_target and needs_buffer(n):
+            add_buffer(n, "work")
+        if id(n) in update_target:
+            target = program.updates and update_target[id(n)]
+            buffer_of[id(n)] = next(b.name for b in buffers.values()
+                                    if b.node is not None and b.node.kind != "op"
+                                    and b.node.name == target)
+    for n in nodes:  # a scalar constant that is itself an output
+        if n.kind == "constant" and n.shape == () and id(n) in outputs:
+            add_buffer(n, "const")
+
+    kernels = []
+    for members in groups:
+        first = plans[id(members[0])]
+        if first.kind == "pointwise":
+            kernels.append(_fused(members, plans, buffer_of, names))
+            continue
+        n = members[0]
+        out = buffer_of[id(n)]
+        if first.kind == "contract":
+            a, b, ta, tb, scale = first.contract
+            if first.expr == 0:
+                kernels.append(Contract(out, buffer_of[id(a)], buffer_of[id(b)], ta, tb, scale,
+                                        comment=_comment(n)))
+            else:
+                scratch = names.make(n.name + "_product")
+                buffers[scratch] = Buffer(scratch, n.shape, "work")
+                kernels.append(Contract(scratch, buffer_of[id(a)], buffer_of[id(b)], ta, tb, scale,
+                                        comment=_comment(n) + "  (product)"))
+                epilogue = first.expr + sp.Symbol("_product", real=True)
+                loads = dict(first.loads)
+                loads[sp.Symbol("_product", real=True)] = Access(scratch, first.indices)
+                kernels.append(_fused_single(n, first.indices, epilogue, loads, buffer_of, out,
+                                             comment=_comment(n) + "  (epilogue)"))
+        else:
+            kernels.append(_reduce(n, first, buffer_of, out))
+    out_map = {k: buffer_of[id(n)] for k, n in program.outputs.items()}
+    upd_map = {k: buffer_of[id(n)] for k, n in program.updates.items()}
+    return KernelProgram(program.name, buffers, kernels, out_map, upd_map, dtype)
+
+
+def _comment(n):
+    from ..graph.text import node_line
+    return node_line(n)
+
+
+def _load(acc, buffer_of):
+    name = acc.node if isinstance(acc.node, str) else buffer_of[id(acc.node)]
+    return sp.IndexedBase(name)[acc.index] if acc.index else sp.IndexedBase(name)[sp.Integer(0)]
+
+
+def _fused(members, plans, buffer_of, names):
+    idx = plans[id(members[0])].indices
+    local = {}
+    assigns, stores, comments = [], [], []
+    in_group = {id(n) for n in members}
+    for n in members:
+        plan = plans[id(n)]
+        subs = {}
+        for s, acc in plan.loads.items():
+            if not isinstance(acc.node, str) and id(acc.node) in in_group and acc.index == idx:
+                subs[s] = local[id(acc.node)]
+            else:
+                subs[s] = _load(acc, buffer_of)
+        sym = sp.Symbol("v_" + names.make(n.name), real=True)
+        local[id(n)] = sym
+        assigns.append((sym, plan.expr.xreplace(subs)))
+        comments.append(_comment(n) + f"   [{n.op.name}: {_formula(n)}]")
+        if id(n) in buffer_of:
+            stores.append((buffer_of[id(n)], sym))
+    return Fused(members[0].shape, _cse(assigns), stores, comments, idx)
+
+
+def _fused_single(n, idx, expr, loads, buffer_of, out, comment):
+    subs = {s: _load(acc, buffer_of) for s, acc in loads.items()}
+    sym = sp.Symbol("v_" + out, real=True)
+    return Fused(n.shape, [(sym, expr.xreplace(subs))], [(out, sym)], [comment], idx)
+
+
+def _reduce(n, plan, buffer_of, out):
+    from .ir import Term
+    terms = []
+    for expr, red, combiner, guard in plan.terms:
+        subs = {s: _load(acc, buffer_of) for s, acc in plan.loads.items()}
+        terms.append(Term(expr.xreplace(subs), red, combiner, guard))
+    body = n.op.node_body(n)
+    return Reduce(out, plan.indices, n.shape, terms, comment=_comment(n) + f"   [{body}]")
+
+
+def _formula(n):
+    try:
+        return str(n.op.expr(n.attr_dict))
+    except AttributeError:
+        return str(n.op.node_body(n))
+
+
+def _cse(assigns):
+    """Common subexpressions across a fused body become shared temporaries."""
+    exprs = [e for _, e in assigns]
+    replacements, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("c", real=True),
+                                   order="none")
+    if not replacements:
+        return assigns
+    # place each temporary just before the first statement that needs it: a temporary
+    # may read values assigned earlier in the body, so it cannot simply go first
+    pending = dict(replacements)
+    out, emitted = [], set()
+
+    def need(expr):
+        for sym in sorted(expr.free_symbols & set(pending), key=lambda s: s.name):
+            if sym not in emitted:
+                need(pending[sym])
+                emitted.add(sym)
+                out.append((sym, pending[sym]))
+
+    for (sym, _), expr in zip(assigns, reduced):
+        need(expr)
+        out.append((sym, expr))
+    return out
+
+
+def describe(kprog):
+    """A one-line-per-kernel summary (for tests and debugging)."""
+    lines = []
+    for k in kprog.kernels:
+        if isinstance(k, Fused):
+            lines.append(f"fused {format_shape(k.shape)}: {len(k.comments)} nodes -> "
+                         f"{', '.join(b for b, _ in k.stores)}")
+        elif isinstance(k, Contract):
+            lines.append(f"contract {k.out} = {k.a}{'^T' if k.trans_a else ''} @ {k.b}{'^T' if k.trans_b else ''}")
+        else:
+            lines.append(f"reduce {k.out}{format_shape(k.out_shape)}")
+    return "\n".join(lines)
