@@ -97,6 +97,25 @@ def _schedule(nodes, plans, users):
             members.add(id(pick))
             done(pick)
             continue
+        pick = ready[0]
+        pre = getattr(plans[id(pick)], "pre", None)
+        if pre is not None:
+            # a matrix product with a pointwise epilogue: the product runs first, then the
+            # epilogue (bias add) may join the open loop unless the product reads that loop
+            ready.pop(0)
+            if current and any(id(x) in members for x in plans[id(pick)].contract[:2]):
+                groups.append(current)
+                current, members = None, set()
+            groups.append(("pre", pick))
+            if joinable(pick):
+                current.append(pick)
+                members.add(id(pick))
+            else:
+                if current:
+                    groups.append(current)
+                current, members = [pick], {id(pick)}
+            done(pick)
+            continue
         if current:
             groups.append(current)
             current, members = None, set()
@@ -130,8 +149,19 @@ def lower(program, dtype="float32"):
         if n.kind != "op" and not (n.kind == "constant" and n.shape == ()):
             add_buffer(n, _leaf_role(n))
     plans = {id(n): plan_node(n) for n in nodes if n.kind == "op"}
+    for n in nodes:  # split products with an epilogue: product kernel + pointwise epilogue
+        plan = plans.get(id(n))
+        if plan is not None and plan.kind == "contract" and plan.expr != 0:
+            scratch = names.make(n.name + "_product")
+            buffers[scratch] = Buffer(scratch, n.shape, "work")
+            product = sp.Symbol("_product", real=True)
+            plan.loads[product] = Access(scratch, plan.indices)
+            plan.expr = plan.expr + product
+            plan.kind = "pointwise"
+            plan.pre = scratch
     groups = _schedule(nodes, plans, users)
-    group_of = {id(n): g for g, members in enumerate(groups) for n in members}
+    group_of = {id(n): g for g, members in enumerate(groups) if not isinstance(members, tuple)
+                for n in members}
     outputs = {id(n) for n in program.outputs.values()}
     update_target = {id(node): target for target, node in program.updates.items()}
 
@@ -163,6 +193,13 @@ def lower(program, dtype="float32"):
 
     kernels = []
     for members in groups:
+        if isinstance(members, tuple):  # ("pre", node): the product before an epilogue
+            n = members[1]
+            plan = plans[id(n)]
+            a, b, ta, tb, scale = plan.contract
+            kernels.append(Contract(plan.pre, buffer_of[id(a)], buffer_of[id(b)], ta, tb, scale,
+                                    comment=_comment(n) + "  (matrix product)"))
+            continue
         first = plans[id(members[0])]
         if first.kind == "pointwise":
             kernels.append(_fused(members, plans, buffer_of, names))
@@ -171,19 +208,8 @@ def lower(program, dtype="float32"):
         out = buffer_of[id(n)]
         if first.kind == "contract":
             a, b, ta, tb, scale = first.contract
-            if first.expr == 0:
-                kernels.append(Contract(out, buffer_of[id(a)], buffer_of[id(b)], ta, tb, scale,
-                                        comment=_comment(n)))
-            else:
-                scratch = names.make(n.name + "_product")
-                buffers[scratch] = Buffer(scratch, n.shape, "work")
-                kernels.append(Contract(scratch, buffer_of[id(a)], buffer_of[id(b)], ta, tb, scale,
-                                        comment=_comment(n) + "  (product)"))
-                epilogue = first.expr + sp.Symbol("_product", real=True)
-                loads = dict(first.loads)
-                loads[sp.Symbol("_product", real=True)] = Access(scratch, first.indices)
-                kernels.append(_fused_single(n, first.indices, epilogue, loads, buffer_of, out,
-                                             comment=_comment(n) + "  (epilogue)"))
+            kernels.append(Contract(out, buffer_of[id(a)], buffer_of[id(b)], ta, tb, scale,
+                                    comment=_comment(n)))
         else:
             kernels.append(_reduce(n, first, buffer_of, out))
     out_map = {k: buffer_of[id(n)] for k, n in program.outputs.items()}
@@ -221,12 +247,6 @@ def _fused(members, plans, buffer_of, names):
         if id(n) in buffer_of:
             stores.append((buffer_of[id(n)], sym))
     return Fused(members[0].shape, _cse(assigns), stores, comments, idx)
-
-
-def _fused_single(n, idx, expr, loads, buffer_of, out, comment):
-    subs = {s: _load(acc, buffer_of) for s, acc in loads.items()}
-    sym = sp.Symbol("v_" + out, real=True)
-    return Fused(n.shape, [(sym, expr.xreplace(subs))], [(out, sym)], [comment], idx)
 
 
 def _reduce(n, plan, buffer_of, out):

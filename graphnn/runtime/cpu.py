@@ -69,7 +69,7 @@ class CPUBackend:
 
     target = "cpu"
 
-    def __init__(self, model, cache_dir=None, fast_math=None, parallel="auto"):
+    def __init__(self, model, cache_dir=None, fast_math=None, parallel=False):
         self.model = model
         self.parallel = parallel
         self.compiled = CompiledModule(model, self.target, print_model, cache_dir, fast_math)
