@@ -47,13 +47,22 @@ def check_grad(loss, feeds, wrt=None, params=None, eps=1e-6, tolerance=1e-6, see
     """
     rng = np.random.default_rng(seed)
     backward = derive(loss)
-    graph = loss.graph
-    params = {k: np.array(v, dtype=np.float64) for k, v in (params or graph.values).items()}
+    # ``params`` overrides some or all of the parameters' own values, as in evaluate();
+    # a merged graph's parameters may come from several graphs
+    own = {n.name: n.graph.values[n.name] for n in backward.forward if n.kind == "parameter"}
+    params = {k: np.array(v, dtype=np.float64) for k, v in {**own, **(params or {})}.items()}
     feeds = {k: np.array(v, dtype=np.float64) for k, v in feeds.items()}
     targets = [n for n in backward.forward if n.kind == "parameter"]
     if wrt is not None:
         names = {getattr(w, "name", w) for w in wrt}
         targets = [n for n in backward.forward if n.name in names]
+        unknown = sorted(names - {n.name for n in targets})
+        if unknown:  # an empty report would pass silently
+            raise ValueError(f"check_grad: wrt names {unknown}, which the loss "
+                             f"{loss.name!r} does not depend on")
+    if not targets:
+        raise ValueError(f"check_grad: the loss {loss.name!r} has no parameters to check; "
+                         f"name inputs with wrt=[...]")
     outs = [loss] + [backward.delta(n) for n in targets if backward.has_delta(n)]
     values = evaluate(outs, feeds, params=params)
     rows = []

@@ -57,19 +57,35 @@ class Node:
     @property
     def key(self):
         """Structural hash: equal for structurally identical subgraphs."""
-        if self._key is None:
-            h = hashlib.sha256()
-            h.update(repr((self.kind, self.op.key if self.op is not None else None,
-                           self.shape, self.dtype)).encode())
-            for k, v in self.attrs:
-                h.update(k.encode())
-                h.update(v.tobytes() if isinstance(v, np.ndarray) else repr(v).encode())
-            if self.kind in ("input", "parameter"):
-                h.update(self.name.encode())
-            for node in self.inputs:
-                h.update(node.key.encode())
-            self._key = h.hexdigest()[:32]
+        # inputs' keys first, with an explicit stack: recursing into them would hit the
+        # recursion limit on deep chains
+        stack = [self]
+        while stack:
+            node = stack[-1]
+            if node._key is not None:
+                stack.pop()
+                continue
+            pending = [p for p in node.inputs if p._key is None]
+            if pending:
+                stack.extend(pending)
+            else:
+                stack.pop()
+                node._key = node._own_key()
         return self._key
+
+    def _own_key(self):
+        """This node's hash, given its inputs' keys."""
+        h = hashlib.sha256()
+        h.update(repr((self.kind, self.op.key if self.op is not None else None,
+                       self.shape, self.dtype)).encode())
+        for k, v in self.attrs:
+            h.update(k.encode())
+            h.update(v.tobytes() if isinstance(v, np.ndarray) else repr(v).encode())
+        if self.kind in ("input", "parameter"):
+            h.update(self.name.encode())
+        for node in self.inputs:
+            h.update(node._key.encode())
+        return h.hexdigest()[:32]
 
     @property
     def batched(self):
@@ -114,6 +130,9 @@ class Node:
 
     def __pow__(self, other):
         return self._ops().pow(self, other)
+
+    def __rpow__(self, other):
+        return self._ops().pow(other, self)
 
     def __neg__(self):
         return self._ops().neg(self)
@@ -177,6 +196,7 @@ class Graph:
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.inputs = {}
+        self.random_inputs = {}   # role "random": filled by the model (dropout masks, noise)
         self.parameters = {}
         self.values = {}          # parameter name -> float64 array
         self.trainable = {}       # parameter name -> bool
@@ -224,9 +244,21 @@ class Graph:
     def input(self, name, shape, dtype=None):
         """A fed value; ``None`` as the first dimension is the batch axis."""
         shape = normalize_shape(shape, f"input {name!r}")
-        node = Node("input", None, (), {}, shape, normalize_dtype(dtype, name),
+        node = Node("input", None, (), {}, shape, normalize_dtype(dtype, f"input {name!r}"),
                     self._claim(name, "input"), self, self.current_scope)
         self.inputs[node.name] = node
+        return node
+
+    def random(self, name, shape, distribution, eval=0.0, dtype=None, **params):
+        """A random input (dropout mask, noise): drawn by the model when it trains,
+        ``eval`` when it predicts. ``distribution``: "bernoulli" (p, scale), "normal"
+        (mean, std) or "uniform" (low, high); see :mod:`graphnn.graph.random`."""
+        from .random import random_attrs
+        shape = normalize_shape(shape, f"random input {name!r}")
+        node = Node("input", None, (), random_attrs(distribution, eval, params), shape,
+                    normalize_dtype(dtype, name), self.unique_name(name), self, self.current_scope,
+                    role="random")
+        self.random_inputs[node.name] = node
         return node
 
     def parameter(self, name, shape, init="normal", value=None, trainable=True, dtype=None):
@@ -240,8 +272,8 @@ class Graph:
         value = np.array(value, dtype=np.float64)
         if value.shape != shape:
             raise ShapeError(f"parameter {full!r}: value has shape {value.shape}, declared {shape}")
-        node = Node("parameter", None, (), {}, shape, normalize_dtype(dtype, full), full, self,
-                    self.current_scope)
+        node = Node("parameter", None, (), {}, shape, normalize_dtype(dtype, f"parameter {full!r}"),
+                    full, self, self.current_scope)
         self.parameters[full] = node
         self.values[full] = value
         self.trainable[full] = bool(trainable)

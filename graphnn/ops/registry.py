@@ -150,7 +150,13 @@ class IndexOp(OpBase):
         return self._bodies[cache_key]
 
     def infer_shape(self, inputs, attrs):
-        return self.body(inputs, attrs).out_shape
+        try:
+            return self.body(inputs, attrs).out_shape
+        except ShapeError as error:
+            # the builder sees argument names only; add the nodes and their shapes
+            detail = ", ".join(f"{a}={n.name!r} {format_shape(n.shape)}"
+                               for a, n in zip(self.arg_names, inputs))
+            raise ShapeError(f"{error} [op {self.name!r} on {detail}]") from None
 
     def node_body(self, node):
         attrs = {k: v for k, v in node.attrs if k in self.attr_defaults}

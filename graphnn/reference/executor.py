@@ -13,6 +13,7 @@ from sympy.printing.numpy import SciPyPrinter
 
 from ..errors import FeedError
 from ..graph.node import format_shape
+from ..graph.random import fill, is_random
 from ..graph.traverse import topological
 from ..ops.index_body import BATCH_SIZE, access_indices, access_name, accesses
 from ..ops.primitives import PRIMITIVES, Primitive
@@ -42,22 +43,60 @@ class _ReferencePrinter(SciPyPrinter):
 _NAMESPACE = {p.__name__: p.numpy_impl for p in PRIMITIVES}
 
 
+class _IndexPrinter(SciPyPrinter):
+    """Index expressions and guards in exact integer arithmetic: ``floor(p/q)`` is
+    ``p // q`` (a float division could land just below an integer)."""
+
+    def _print_floor(self, expr):
+        num, den = sp.fraction(sp.together(expr.args[0]))
+        if den.is_Integer:
+            return f"(({self._print(num)}) // {self._print(den)})"
+        return super()._print_floor(expr)
+
+    # conditions on different loop indices have different broadcast shapes;
+    # ``logical_and.reduce`` of a tuple cannot take them, nested calls can
+    def _print_And(self, expr):
+        return _ReferencePrinter._nested(self, "numpy.logical_and", expr.args)
+
+    def _print_Or(self, expr):
+        return _ReferencePrinter._nested(self, "numpy.logical_or", expr.args)
+
+
+@functools.lru_cache(maxsize=4096)
+def _lambdify_index(symbols, expr):
+    return sp.lambdify(symbols, expr, modules="numpy", printer=_IndexPrinter)
+
+
 @functools.lru_cache(maxsize=4096)
 def _lambdify(symbols, expr):
     return sp.lambdify(symbols, expr, modules=[_NAMESPACE, "numpy", "scipy"], printer=_ReferencePrinter)
 
 
 def check_feeds(nodes, feeds):
-    """Validate feeds against the inputs among ``nodes``; returns (arrays, batch size)."""
+    """Validate feeds against the inputs of the graph(s) of ``nodes``; returns (arrays, batch size).
+
+    ``arrays`` holds the feeds of the inputs among ``nodes``. A feed for another input of the
+    same graph (``y`` when only predicting) is checked and then left out; it still tells the
+    batch size, which a delta node that reads no batched input needs (the delta of a mean).
+    """
     needed = {n.name: n for n in nodes if n.kind == "input"}
-    unknown = sorted(set(feeds) - set(needed))
+    graphs = {id(n.graph): n.graph for n in nodes if n.graph is not None}
+    inputs = {}
+    for graph in graphs.values():
+        inputs.update(graph.inputs)
+    inputs.update(needed)
+    unknown = sorted(set(feeds) - set(inputs))
     if unknown:
-        raise FeedError(f"unknown feed(s) {unknown}; this computation takes {sorted(needed)}")
-    missing = sorted(set(needed) - set(feeds))
+        raise FeedError(f"unknown feed(s) {unknown}: no input has that name; "
+                        f"this computation takes {sorted(needed)}")
+    # random inputs (dropout masks, noise) not fed take their evaluation value
+    randoms = [n for n in needed.values() if is_random(n) and n.name not in feeds]
+    missing = sorted(set(needed) - set(feeds) - {n.name for n in randoms})
     if missing:
         raise FeedError(f"missing feed(s) {missing}: input(s) the outputs depend on")
     batch, arrays = None, {}
-    for name, node in needed.items():
+    for name in sorted(feeds, key=lambda k: k not in needed):  # needed ones first
+        node = inputs[name]
         value = np.asarray(feeds[name])
         if value.dtype.kind not in "fiub":
             raise FeedError(f"feed {name!r} has dtype {value.dtype}; it must be numeric")
@@ -72,8 +111,18 @@ def check_feeds(nodes, feeds):
                 raise FeedError(f"feeds disagree on the batch size: {batch[0]!r} has "
                                 f"{batch[1]} rows, {name!r} has {value.shape[0]}")
             batch = (name, value.shape[0])
-        arrays[name] = value
-    return arrays, (batch[1] if batch else 1)
+        if name in needed:
+            arrays[name] = value
+    if batch is None:
+        batched = next((n for n in nodes if n.batched), None)
+        if batched is not None:
+            takes = sorted(k for k, n in inputs.items() if n.batched)
+            raise FeedError(f"the batch size is unknown: {batched.name!r} has shape "
+                            f"{format_shape(batched.shape)} but no batched input is fed "
+                            f"(feed one of {takes})")
+    batch = batch[1] if batch else 1
+    arrays.update(fill(randoms, {}, batch))
+    return arrays, batch
 
 
 def _full_shape(shape, batch):
@@ -133,7 +182,7 @@ def _grid_term(term, args, ext, out_indices, batch, dtype):
         grids[i] = np.arange(ext[i]).reshape(shape)
     valid = np.ones([1] * len(loop), dtype=bool)
     if term.guard is not sp.true:
-        guard = sp.lambdify(loop, term.guard, "numpy")(*[grids[i] for i in loop])
+        guard = _lambdify_index(tuple(loop), term.guard)(*[grids[i] for i in loop])
         valid = valid & np.asarray(guard, dtype=bool)
     symbols, gathered = [], []
     for k, acc in enumerate(accesses(term.expr, args)):
@@ -141,7 +190,7 @@ def _grid_term(term, args, ext, out_indices, batch, dtype):
         idx_values = []
         inside = np.ones([1] * len(loop), dtype=bool)
         for axis, ix in enumerate(access_indices(acc)):
-            v = sp.lambdify(loop, ix, "numpy")(*[grids[i] for i in loop])
+            v = _lambdify_index(tuple(loop), ix)(*[grids[i] for i in loop])
             v = np.asarray(v) + np.zeros([1] * len(loop), dtype=np.int64)
             inside = inside & (v >= 0) & (v < array.shape[axis])
             idx_values.append(np.clip(v, 0, array.shape[axis] - 1))

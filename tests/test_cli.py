@@ -1,0 +1,10 @@
+"""The ``graphnn`` command."""
+from graphnn import cli
+
+
+def test_demo_builds_derives_and_checks(capsys, tmp_path):
+    assert cli.main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "7 weights" in out and "9 weights" in out
+    assert "FAILED" not in out and out.count("gradient check: ok") >= 3
+    assert "1 - tanh(hidden/z)**2" in out
