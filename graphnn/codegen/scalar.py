@@ -69,7 +69,7 @@ class ScalarPrinter(PythonCodePrinter):
         b = self.parenthesize(base, sp.printing.precedence.PRECEDENCE["Pow"])
         if e.is_Integer and 1 <= abs(int(e)) <= 4:
             prod = "*".join([b] * abs(int(e)))
-            return prod if e > 0 else f"(_F(1.0)/({prod}))"
+            return f"({prod})" if e > 1 else prod if e > 0 else f"(_F(1.0)/({prod}))"
         if e == sp.Rational(1, 2):
             return f"math.sqrt({self._print(base)})"
         if e == -sp.Rational(1, 2):

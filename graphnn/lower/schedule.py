@@ -73,14 +73,16 @@ def _schedule(nodes, plans, users):
     ready = [n for n in ops if remaining[id(n)] == 0]
     groups, current, members = [], None, set()
 
-    def joinable(n):
+    def joinable(n, after_product=False):
         plan = plans[id(n)]
         if current is None or plan.kind != "pointwise" or n.shape != current[0].shape:
             return False
+        if getattr(plan, "pre", None) is not None and not after_product:
+            return False  # its matrix product must be emitted first (below)
         for acc in plan.loads.values():
             if id(acc.node) in members and acc.index != plan.indices:
                 return False
-        return all(d in members or d not in {id(m) for m in ops} or True for d in deps[id(n)])
+        return True
 
     def done(n):
         for m in dependents[id(n)]:
@@ -107,7 +109,7 @@ def _schedule(nodes, plans, users):
                 groups.append(current)
                 current, members = None, set()
             groups.append(("pre", pick))
-            if joinable(pick):
+            if joinable(pick, after_product=True):
                 current.append(pick)
                 members.add(id(pick))
             else:

@@ -23,12 +23,12 @@ def program_signature(program):
 class CompiledModule:
     """Generated source of one model, its import, and the layout of its arrays."""
 
-    def __init__(self, model, target, printer_fn, cache_dir=None, fast_math=None):
+    def __init__(self, model, target, printer_fn, cache_dir=None, fast_math=None, key_extra=()):
         self.model = model
         param_order = [(k, v.shape) for k, v in model.params.items()]
         state_order = [(k, v.shape) for k, v in model.state.items()]
         hyper_order = [(hyper_name(h), ()) for h in (*(model.optimizer.hyper if model.optimizer else ()), "t")]
-        key = disk.make_key(target, model.dtype.name, fast_math, param_order, state_order, hyper_order,
+        key = disk.make_key(target, model.dtype.name, fast_math, key_extra, param_order, state_order, hyper_order,
                             [program_signature(p) for p in model.programs.values()])
         path = disk.lookup(key, cache_dir)
         self.cache_hit = path is not None
@@ -60,7 +60,14 @@ def _meta_literal(meta, kprogs):
                 outs[name] = ("const", value, None, ())
             else:
                 outs[name] = (s.array, s.offset, s.size, s.shape)
-        out[kprog.name] = {"feeds": feeds, "outputs": outs, "work": work}
+        feed_bufs = {b.name: b.node.name for b in kprog.buffers.values() if b.role == "feed"}
+        out[kprog.name] = {
+            "feeds": feeds, "outputs": outs, "work": work,
+            "slots": {k: (v.array, v.offset, v.size, v.shape) for k, v in slots.items()},
+            "feed_buffers": feed_bufs,
+            "feed_shapes": {b: kprog.buffers[b].shape for b in feed_bufs},
+            "consts": [b.name for b in kprog.buffers.values() if b.role == "const"],
+        }
     return out
 
 

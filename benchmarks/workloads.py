@@ -1,0 +1,66 @@
+"""The benchmark workloads, built the same way for graphnn and for PyTorch/JAX.
+
+Each workload is an MLP: layer sizes, hidden activation, loss and batch size.
+"""
+import numpy as np
+
+WORKLOADS = {
+    "1-2-1 tanh MSE b64": ([1, 2, 1], "tanh", "mse", 64),
+    "1-2-1 tanh MSE b4096": ([1, 2, 1], "tanh", "mse", 4096),
+    "2-2-1 sigmoid BCE b256": ([2, 2, 1], "sigmoid", "bce", 256),
+    "64-128-128-10 ReLU CE b128": ([64, 128, 128, 10], "relu", "ce", 128),
+    "784-512-512-10 ReLU CE b256": ([784, 512, 512, 10], "relu", "ce", 256),
+    "32-(8x64 GELU)-1 MSE b512": ([32] + [64] * 8 + [1], "gelu", "mse", 512),
+}
+
+
+def data(sizes, loss, batch, seed=0, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, sizes[0])).astype(dtype)
+    if loss == "ce":
+        y = np.eye(sizes[-1], dtype=dtype)[rng.integers(0, sizes[-1], batch)]
+    elif loss == "bce":
+        y = (rng.random((batch, 1)) > 0.5).astype(dtype)
+    else:
+        y = rng.standard_normal((batch, sizes[-1])).astype(dtype)
+    return x, y
+
+
+def graphnn_mlp(sizes, activation, loss, seed=0):
+    """(graph, loss node) of the workload in graphnn."""
+    import graphnn as gn
+    g = gn.Graph("mlp-" + "-".join(map(str, sizes)), seed=seed)
+    x = g.input("x", (None, sizes[0]))
+    y = g.input("y", (None, sizes[-1]))
+    h = x
+    for k, width in enumerate(sizes[1:-1]):
+        h = gn.dense(h, width, activation=activation, name=f"hidden{k}")
+    out = gn.dense(h, sizes[-1], name="out")
+    if loss == "mse":
+        value = gn.mse(out, y)
+    elif loss == "bce":
+        value = gn.bce(gn.sigmoid(out), y)
+    else:
+        value = gn.softmax_cross_entropy(out, y)
+    g.output("out", out)
+    return g, value
+
+
+def torch_mlp(sizes, activation, loss, device="cpu"):
+    """(model, loss function) of the workload in PyTorch."""
+    import torch
+    acts = {"tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid, "relu": torch.nn.ReLU,
+            "gelu": torch.nn.GELU}
+    layers = []
+    for a, b in zip(sizes[:-2], sizes[1:-1]):
+        layers += [torch.nn.Linear(a, b), acts[activation]()]
+    layers.append(torch.nn.Linear(sizes[-2], sizes[-1]))
+    model = torch.nn.Sequential(*layers).to(device)
+    if loss == "mse":
+        fn = torch.nn.MSELoss()
+    elif loss == "bce":
+        fn = torch.nn.BCEWithLogitsLoss()
+    else:
+        ce = torch.nn.CrossEntropyLoss()
+        fn = lambda out, y: ce(out, y.argmax(dim=1))  # noqa: E731 - one-hot targets as in graphnn
+    return model, fn

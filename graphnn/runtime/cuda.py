@@ -1,0 +1,144 @@
+"""The CUDA backend: generated numba.cuda kernels, device-resident training.
+
+Parameters, optimizer state, hyper-parameters and scratch space live on the
+device in flat arrays; every buffer is a device view made once per batch size.
+Per call only the feeds go to the device and only the requested outputs come
+back (the loss of a training step is one scalar).
+"""
+import numpy as np
+
+from ..codegen.cuda import print_model
+from ..errors import TargetError
+from .cpu import CompiledModule
+
+
+def _cuda():
+    try:
+        from numba import cuda
+    except ImportError as exc:  # pragma: no cover - numba-cuda missing
+        raise TargetError("target='cuda' needs the numba-cuda package: pip install numba-cuda") from exc
+    if not cuda.is_available():
+        raise TargetError(
+            "target='cuda': no CUDA GPU is available on this machine (numba.cuda.is_available() "
+            "is False). Use target='cpu', or set NUMBA_ENABLE_CUDASIM=1 before numba is "
+            "imported to run the kernels in the CUDA simulator.")
+    return cuda
+
+
+class CUDABackend:
+    target = "cuda"
+
+    def __init__(self, model, cache_dir=None, fast_math=None, matmul="auto"):
+        self.cuda = _cuda()
+        self.model = model
+        self.compiled = CompiledModule(model, self.target, print_model, cache_dir, fast_math,
+                                       key_extra=("matmul", matmul))  # one module per choice
+        if matmul not in ("auto", "tiled", "cublas"):
+            raise ValueError(f"matmul must be 'auto', 'tiled' or 'cublas', got {matmul!r}")
+        have_cupy = self.compiled.module._cupy is not None
+        if matmul == "cublas" and not have_cupy:
+            raise TargetError("matmul='cublas' needs CuPy (pip install cupy-cuda12x)")
+        # cuBLAS when CuPy is there (measured faster on H200, docs/performance.md), else tiled
+        self.matmul = "cublas" if matmul == "cublas" or (matmul == "auto" and have_cupy) else "tiled"
+        self.compiled.module.USE_CUBLAS = self.matmul == "cublas"
+        m = model
+        self.param_slices = _slices(m.params)
+        self.state_slices = _slices(m.state)
+        self.d_params = self.cuda.to_device(_pack(m.params, m.dtype))
+        self.d_state = self.cuda.to_device(_pack(m.state, m.dtype))
+        self.hyper = np.zeros(max(len(self.compiled.hyper_order), 1), dtype=m.dtype)
+        self.d_hyper = self.cuda.to_device(self.hyper)
+        self._views = {}
+
+    def _buffers(self, name, batch):
+        """Device views of every buffer of a program at this batch size (made once)."""
+        key = (name, batch)
+        if key in self._views:
+            return self._views[key]
+        meta = self.compiled.meta[name]
+        const, per_n = meta["work"]
+        d_work = self.cuda.device_array(const + per_n * batch, dtype=self.model.dtype)
+        arrays = {"params": self.d_params, "state": self.d_state, "hyper": self.d_hyper, "work": d_work}
+        views = {}
+        for buf, (array, offset, size, shape) in meta["slots"].items():
+            start = offset[0] + offset[1] * batch
+            stop = start + size[0] + size[1] * batch
+            full = tuple(batch if d is None else d for d in shape)
+            view = arrays[array][start:stop]
+            views[buf] = view.reshape(full) if full else view
+        feeds = {}
+        for buf, node_name in meta["feed_buffers"].items():
+            shape = meta["feed_shapes"][buf]
+            full = tuple(batch if d is None else d for d in shape)
+            feeds[node_name] = (buf, self.cuda.device_array(full, dtype=self.model.dtype))
+            views[buf] = feeds[node_name][1]
+        for cname in meta["consts"]:
+            views[cname] = self.cuda.to_device(getattr(self.compiled.module, f"_CONST_{cname}"))
+        self._views[key] = (views, feeds, arrays)
+        return self._views[key]
+
+    def run(self, name, feeds, batch):
+        views, feed_bufs, arrays = self._buffers(name, batch)
+        for k, h in enumerate(self.compiled.hyper_order):
+            if h in feeds:
+                self.hyper[k] = feeds[h]
+        if self.compiled.hyper_order:
+            self.d_hyper.copy_to_device(self.hyper)
+        for node_name, (_, d_array) in feed_bufs.items():
+            value = feeds[node_name]
+            if not hasattr(value, "__cuda_array_interface__"):
+                value = np.ascontiguousarray(value, dtype=self.model.dtype)
+            d_array.copy_to_device(value)
+        getattr(self.compiled.module, name)(views, batch)
+        out = {}
+        for oname, (array, offset, size, shape) in self.compiled.meta[name]["outputs"].items():
+            if array == "const":
+                out[oname] = np.asarray(offset, dtype=self.model.dtype)
+                continue
+            start = offset[0] + offset[1] * batch
+            stop = start + size[0] + size[1] * batch
+            full = tuple(batch if d is None else d for d in shape)
+            out[oname] = arrays[array][start:stop].copy_to_host().reshape(full)
+        return out
+
+    def read_param(self, name):
+        a, b, shape = self.param_slices[name]
+        return self.d_params[a:b].copy_to_host().reshape(shape)
+
+    def write_param(self, name, value):
+        a, b, shape = self.param_slices[name]
+        host = self.d_params.copy_to_host()
+        host[a:b] = np.asarray(value, dtype=self.model.dtype).reshape(-1)
+        self.d_params.copy_to_device(host)
+
+    def sync_to_host(self):
+        """Copy parameters and state back into the model's host arrays."""
+        host = self.d_params.copy_to_host()
+        for k, (a, b, shape) in self.param_slices.items():
+            self.model.params[k][...] = host[a:b].reshape(shape)
+        host = self.d_state.copy_to_host()
+        for k, (a, b, shape) in self.state_slices.items():
+            self.model.state[k][...] = host[a:b].reshape(shape)
+
+    @property
+    def source(self):
+        return self.compiled.source
+
+
+def _slices(arrays):
+    out, offset = {}, 0
+    for k, a in arrays.items():
+        size = max(a.size, 1)
+        out[k] = (offset, offset + a.size, a.shape)
+        offset += size
+    return out
+
+
+def _pack(arrays, dtype):
+    total = sum(max(a.size, 1) for a in arrays.values())
+    flat = np.zeros(max(total, 1), dtype=dtype)
+    offset = 0
+    for a in arrays.values():
+        flat[offset:offset + a.size] = a.reshape(-1)
+        offset += max(a.size, 1)
+    return flat
