@@ -18,8 +18,14 @@ from ..graph.node import format_shape
 from .ir import Buffer, Contract, Fused, KernelProgram, Reduce
 from .pointwise import Access, plan_node
 
+# names the printers use themselves: module globals, helpers, kernel locals
 RESERVED = {"np", "math", "N", "prange", "njit", "cuda", "params", "state", "work", "hyper",
-            "numba", "range", "min", "max", "abs", "sum"}
+            "numba", "range", "min", "max", "abs", "sum", "int", "float", "b", "t",
+            "sigmoid", "softplus", "clamped_log", "clamped_reciprocal", "stop_gradient",
+            "fast_tanh", "sa", "sb", "tx", "ty", "tid", "row0", "col0", "M", "P", "K", "e", "r",
+            "c", "k0", "kk", "k_lo", "k_hi", "chunk", "split", "THREADS", "USE_CUBLAS"}
+# loop indices, temporaries and accumulators: i0, r1, c2, _l3, _acc0, a0, b1, acc01 ...
+GENERATED = re.compile(r"^(v_.*|(i|r|c|a|b|k|v|acc|_\w*)\d*)$")
 
 
 class _Names:
@@ -29,6 +35,8 @@ class _Names:
     def make(self, raw):
         base = re.sub(r"\W+", "_", raw).strip("_") or "v"
         if base[0].isdigit() or keyword.iskeyword(base):
+            base = "t_" + base
+        if GENERATED.match(base):
             base = "t_" + base
         name, k = base, 1
         while name in self.used:

@@ -81,7 +81,7 @@ class CPUBackend:
         self.parallel = parallel
         self.compiled = CompiledModule(model, self.target, print_model, cache_dir, fast_math)
         self._flatten_buffers()
-        self._work = {}
+        self._plans = {}
 
     def _flatten_buffers(self):
         """One flat array each for parameters and state; the model's dicts become views."""
@@ -90,42 +90,41 @@ class CPUBackend:
         self.state_flat = _flat(m.state, m.dtype)
         self.hyper = np.zeros(max(len(self.compiled.hyper_order), 1), dtype=m.dtype)
 
-    def _function(self, name, batch, width):
-        use_parallel = (self.parallel is True or
-                        (self.parallel == "auto" and batch * width >= PARALLEL_THRESHOLD))
-        return getattr(self.compiled.module, f"{name}_{'parallel' if use_parallel else 'serial'}")
-
-    def _work_for(self, name, batch):
+    def _plan(self, name, batch):
+        """What a call of program ``name`` at this batch size needs, worked out once."""
         key = (name, batch)
-        if key not in self._work:
-            const, per_n = self.compiled.meta[name]["work"]
-            self._work[key] = np.zeros(const + per_n * batch, dtype=self.model.dtype)
-        return self._work[key]
-
-    def run(self, name, feeds, batch):
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan
         meta = self.compiled.meta[name]
         m = self.model
-        for k, h in enumerate(self.compiled.hyper_order):
-            if h in feeds:
-                self.hyper[k] = feeds[h]
-        args = [feeds[f] for f in meta["feeds"]]
-        work = self._work_for(name, batch)
-        width = max((a.size // max(batch, 1) for a in args), default=1)
-        width = max(width, max((v.size for v in m.params.values()), default=1) // max(batch, 1))
-        fn = self._function(name, batch, width)
-        fn(*args, self.params_flat, self.state_flat, self.hyper, work, batch)
-        arrays = {"params": self.params_flat, "state": self.state_flat, "work": work,
-                  "hyper": self.hyper}
-        out = {}
+        const, per_n = meta["work"]
+        work = np.zeros(const + per_n * batch, dtype=m.dtype)
+        width = max([s[2][0] + s[2][1] * batch for s in meta["slots"].values()] + [1])
+        parallel = self.parallel is True or (self.parallel == "auto" and width >= PARALLEL_THRESHOLD)
+        fn = getattr(self.compiled.module, f"{name}_{'parallel' if parallel else 'serial'}")
+        arrays = {"params": self.params_flat, "state": self.state_flat, "work": work, "hyper": self.hyper}
+        outputs = []
         for oname, (array, offset, size, shape) in meta["outputs"].items():
             if array == "const":
-                out[oname] = np.asarray(offset, dtype=m.dtype)
+                outputs.append((oname, np.asarray(offset, dtype=m.dtype), None))
                 continue
             start = offset[0] + offset[1] * batch
             stop = start + size[0] + size[1] * batch
             full = tuple(batch if d is None else d for d in shape)
-            out[oname] = arrays[array][start:stop].reshape(full).copy()
-        return out
+            outputs.append((oname, arrays[array][start:stop].reshape(full), full))
+        hyper = [(k, h) for k, h in enumerate(self.compiled.hyper_order)]
+        plan = (fn, meta["feeds"], work, outputs, hyper)
+        self._plans[key] = plan
+        return plan
+
+    def run(self, name, feeds, batch):
+        fn, feed_names, work, outputs, hyper = self._plan(name, batch)
+        for k, h in hyper:
+            if h in feeds:
+                self.hyper[k] = feeds[h]
+        fn(*[feeds[f] for f in feed_names], self.params_flat, self.state_flat, self.hyper, work, batch)
+        return {oname: (view.copy() if full is not None else view) for oname, view, full in outputs}
 
     def read_param(self, name):
         return self.model.params[name]

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..errors import FeedError
 from ..graph.node import Graph, Node
+from ..graph.random import fill, is_random
 from ..graph.traverse import topological
 from ..reference.executor import check_feeds
 from .program import build_programs, hyper_name, slot_name
@@ -42,7 +43,7 @@ class Model:
     """A compiled network. Build it with :func:`graphnn.compile`."""
 
     def __init__(self, graph_or_loss, loss=None, outputs=None, optimizer=None, target="cpu",
-                 dtype="float32", **options):
+                 dtype="float32", seed=None, **options):
         from ..train.optimizers import SGD
         self.graph, self.loss_node, self.output_nodes = _split_graph(graph_or_loss, loss, outputs)
         self.dtype = np.dtype(dtype)
@@ -65,14 +66,49 @@ class Model:
                     self.state[slot_name(name, slot)] = np.zeros_like(self.params[name])
         self.step_count = 0
         self.history = {}
+        self._feed_cache, self._feed_nodes, self._step_hyper = {}, {}, None
+        # draws for random inputs (dropout masks, noise) in training mode
+        self.rng = np.random.default_rng(self.graph.seed if seed is None else seed)
         from .backends import make_backend
         self.backend = make_backend(target, self, **options)
 
     # -- feeding --------------------------------------------------------------
-    def _feeds(self, program, feeds):
-        nodes = [n for n in self.programs[program].nodes if n.role != "optimizer"]
+    def _feeds(self, program, feeds, training=False):
+        # fast path: feeds with the names, shapes and dtypes of an earlier call that was
+        # fully checked pass straight through (a training step of a small net is a few us)
+        signature = (program, training, tuple((k, getattr(v, "shape", None), getattr(v, "dtype", None))
+                                              for k, v in feeds.items()))
+        known = self._feed_cache.get(signature)
+        if known is not None:
+            names, batch = known
+            return {k: _contiguous(feeds[k], self.dtype) for k in names}, batch
+        nodes = self._feed_nodes.get(program)
+        if nodes is None:
+            nodes = [n for n in self.programs[program].nodes if n.role != "optimizer"]
+            self._feed_nodes[program] = nodes
+        has_random = any(is_random(n) for n in nodes)
+        if training:  # random inputs get fresh draws; in eval mode check_feeds fills eval values
+            randoms = {n.name for n in nodes if is_random(n)}
+            _, batch = check_feeds([n for n in nodes if n.name not in randoms],
+                                   {k: v for k, v in feeds.items() if k not in randoms})
+            feeds = fill(nodes, feeds, batch, self.rng)
         arrays, batch = check_feeds(nodes, feeds)
-        return {k: np.ascontiguousarray(v, dtype=self.dtype) for k, v in arrays.items()}, batch
+        out = {}
+        for k, v in arrays.items():
+            if hasattr(v, "__cuda_array_interface__"):  # a device array: the CUDA backend copies on device
+                if np.dtype(v.dtype) != self.dtype:
+                    raise FeedError(f"feed {k!r} is a device array of dtype {np.dtype(v.dtype)}; "
+                                    f"this model runs in {self.dtype}")
+                out[k] = v
+            else:
+                out[k] = np.ascontiguousarray(v, dtype=self.dtype)
+        if not has_random and set(out) <= set(feeds):
+            self._feed_cache[signature] = (list(out), batch)
+        return out, batch
+
+    def reseed(self, seed):
+        """Restart the random inputs' generator (dropout masks, noise) from ``seed``."""
+        self.rng = np.random.default_rng(seed)
 
     def _hyper(self):
         values = {hyper_name(h): v for h, v in self.optimizer.hyper.items()}
@@ -80,37 +116,46 @@ class Model:
         return values
 
     # -- the calls ------------------------------------------------------------
-    def forward(self, feeds):
-        """The outputs for ``feeds``: {output name: array}."""
-        arrays, batch = self._feeds("forward", feeds)
+    def forward(self, feeds, training=False):
+        """The outputs for ``feeds``: {output name: array}.
+
+        ``training=True`` draws the random inputs (dropout, noise) as a training step
+        does; by default they take their evaluation values (dropout keeps every unit)."""
+        arrays, batch = self._feeds("forward", feeds, training)
         return self.backend.run("forward", arrays, batch)
 
     __call__ = forward
 
-    def predict(self, feeds):
+    def predict(self, feeds, training=False):
         """The first output's array."""
-        return next(iter(self.forward(feeds).values()))
+        return next(iter(self.forward(feeds, training).values()))
 
-    def loss_and_gradients(self, feeds):
+    def loss_and_gradients(self, feeds, training=False):
         """(loss, {parameter name: gradient}) without changing the parameters."""
         self._need_loss()
-        arrays, batch = self._feeds("gradients", feeds)
+        arrays, batch = self._feeds("gradients", feeds, training)
         out = self.backend.run("gradients", arrays, batch)
         grads = {k[len("grad::"):]: v for k, v in out.items() if k.startswith("grad::")}
         return float(out["loss"]), grads
 
-    def evaluate_loss(self, feeds):
+    def evaluate_loss(self, feeds, training=False):
         """The loss value for ``feeds`` (no update)."""
-        return self.loss_and_gradients(feeds)[0]
+        return self.loss_and_gradients(feeds, training)[0]
 
-    def step(self, feeds):
-        """One training step: forward, backward and the optimizer update, in place."""
+    def step(self, feeds, training=True):
+        """One training step: forward, backward and the optimizer update, in place.
+
+        Random inputs (dropout masks, noise) are drawn from the model's generator
+        (seeded by ``seed=`` of :func:`graphnn.compile`, default the graph's seed)."""
         self._need_loss()
-        arrays, batch = self._feeds("step", feeds)
+        arrays, batch = self._feeds("step", feeds, training)
         self.step_count += 1
-        wanted = {n.name for n in self.programs["step"].inputs}
-        arrays.update({k: np.asarray(v, dtype=self.dtype) for k, v in self._hyper().items()
-                       if k in wanted})
+        if self._step_hyper is None:
+            wanted = {n.name for n in self.programs["step"].inputs}
+            self._step_hyper = [k for k in self._hyper() if k in wanted]
+        hyper = self._hyper()
+        for k in self._step_hyper:
+            arrays[k] = hyper[k]
         out = self.backend.run("step", arrays, batch)
         return float(out["loss"])
 
@@ -143,6 +188,28 @@ class Model:
         """The generated source code (compiled targets)."""
         return self.backend.source
 
+    def export(self, path):
+        """Write the generated module to ``path``: it needs only numpy and numba.
+
+        Its functions take the feeds, then the flat ``params``, ``state``,
+        ``hyper`` and ``work`` arrays and the batch size ``N``; ``_META``
+        inside it gives every buffer's place in those arrays.
+        """
+        from pathlib import Path
+
+        from .cache import write_atomic
+        path = Path(path)
+        write_atomic(path, self.backend.source)
+        return path
+
     def __repr__(self):
         return (f"<Model {self.graph.name!r} target={self.target} dtype={self.dtype.name} "
                 f"params={sum(v.size for v in self.params.values())}>")
+
+
+def _contiguous(value, dtype):
+    if type(value) is np.ndarray and value.dtype == dtype and value.flags.c_contiguous:
+        return value
+    if hasattr(value, "__cuda_array_interface__"):
+        return value
+    return np.ascontiguousarray(value, dtype=dtype)
