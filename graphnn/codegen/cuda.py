@@ -104,7 +104,7 @@ class CudaModulePrinter:
         lines += ["    _t = cuda.grid(1)", f"    if _t < {total}:"]
         lines += ["        " + s for s in _decode(k.indices, k.shape)]
         lines += ["        " + s for s in fused_body(k, self.printer)]
-        launch = f"{name}[_blocks({total}), THREADS]({', '.join(args + ['N'])})"
+        launch = f"_bind({name}, _blocks({total}), THREADS, {', '.join(args + ['N'])})"
         return lines, [launch]
 
     def reduce(self, k, name, args):
@@ -117,7 +117,7 @@ class CudaModulePrinter:
                   else f"{k.out}[0]")
         body.append(f"{target} = {' + '.join(f'_acc{n}' for n in range(len(k.terms)))}")
         lines += ["        " + s for s in body]
-        return lines, [f"{name}[_blocks({total}), THREADS]({', '.join(args + ['N'])})"]
+        return lines, [f"_bind({name}, _blocks({total}), THREADS, {', '.join(args + ['N'])})"]
 
     def _accumulate(self, k, chunk):
         """Accumulator loops of every term; ``chunk`` limits some reduce indices to a range."""
@@ -166,9 +166,9 @@ class CudaModulePrinter:
                     if len(k.out_indices) > 1 else f"cuda.atomic.{op}({k.out}, {idx}, _acc0)")
         lines += ["        " + s for s in body]
         fill = "-np.inf" if term.combiner == "max" else "0.0"
-        launches = [f"_fill[_blocks({k.out}.size), THREADS]({k.out}.reshape({k.out}.size), _F({fill}))",
-                    f"{name}[_blocks({outputs} * ((N + {SPLIT_ROWS - 1}) // {SPLIT_ROWS})), THREADS]"
-                    f"({', '.join(args + ['N'])})"]
+        launches = [f"_bind(_fill, _blocks({k.out}.size), THREADS, {k.out}.reshape({k.out}.size), _F({fill}))",
+                    f"_bind({name}, _blocks({outputs} * ((N + {SPLIT_ROWS - 1}) // {SPLIT_ROWS})), THREADS, "
+                    f"{', '.join(args + ['N'])})"]
         return lines, launches
 
     def contract(self, k, name, args):
@@ -216,7 +216,7 @@ class CudaModulePrinter:
                           f"            cuda.atomic.add({k.out}, ({at}), acc{i}{j} * {scale})",
                           "        else:",
                           f"            {k.out}[{at}] = acc{i}{j} * {scale}"]
-        return lines, [f"_contract({name}, {k.a}, {k.b}, {k.out}, {k.trans_a}, {k.trans_b}, {scale}, N)"]
+        return lines, [f"_bind_contract({name}, {k.a}, {k.b}, {k.out}, {k.trans_a}, {k.trans_b}, {scale}, N)"]
 
     def program(self, kprog, slots):
         shapes = {b.name: b.shape for b in kprog.buffers.values()}
@@ -226,10 +226,13 @@ class CudaModulePrinter:
             lines += src
             launches += launch
         host = ["", "", f"def {kprog.name}(b, N):",
-                f'    """Launch the {len(kprog.kernels)} kernels of program {kprog.name!r} in order."""']
+                f'    """The launches of program {kprog.name!r} in order, bound to the buffers in b.',
+                "",
+                "    Bound once per batch size N; running the program is calling each in turn.",
+                '    """']
         used = sorted({name for k in kprog.kernels for name in kernel_buffers(k)})
         host += [f"    {name} = b[{name!r}]" for name in used]
-        host += ["    " + launch for launch in launches]
+        host += ["    return ["] + ["        " + launch + "," for launch in launches] + ["    ]"]
         return lines + host
 
 
@@ -244,13 +247,23 @@ except ImportError:
     _cupy = None
 
 
-def _contract(kernel, a, b, out, trans_a, trans_b, scale, N):
+def _bind(kernel, blocks, threads, *args):
+    """A launch with its configuration and arguments fixed."""
+    launch = kernel[blocks, threads]
+    return lambda: launch(*args)
+
+
+def _bind_contract(kernel, a, b, out, trans_a, trans_b, scale, N):
     if USE_CUBLAS and _cupy is not None:
         A, B, C = _cupy.asarray(a), _cupy.asarray(b), _cupy.asarray(out)
-        _cupy.matmul(A.T if trans_a else A, B.T if trans_b else B, out=C)
-        if scale != 1:
-            C *= scale
-        return
+        A, B = (A.T if trans_a else A), (B.T if trans_b else B)
+        if scale == 1:
+            return lambda: _cupy.matmul(A, B, out=C)
+
+        def run():
+            _cupy.matmul(A, B, out=C)
+            C.__imul__(scale)
+        return run
     tiles = ((out.shape[1] + 63) // 64, (out.shape[0] + 63) // 64)
     K = a.shape[0] if trans_a else a.shape[1]
     # few output tiles and a long K (weight gradients summed over the batch): split K
@@ -259,9 +272,16 @@ def _contract(kernel, a, b, out, trans_a, trans_b, scale, N):
     chunk = (K + split - 1) // split
     chunk = (chunk + 15) // 16 * 16
     split = (K + chunk - 1) // chunk if K else 1
-    if split > 1:
-        _fill[_blocks(out.size), THREADS](out.reshape(out.size), _F(0.0))
-    kernel[(tiles[0], tiles[1], split), (16, 16)](a, b, out, N, chunk, split)
+    launch = kernel[(tiles[0], tiles[1], split), (16, 16)]
+    if split == 1:
+        return lambda: launch(a, b, out, N, chunk, split)
+    fill = _fill[_blocks(out.size), THREADS]
+    flat = out.reshape(out.size)
+
+    def run():
+        fill(flat, _F(0.0))
+        launch(a, b, out, N, chunk, split)
+    return run
 
 @cuda.jit
 def _fill(a, value):

@@ -49,6 +49,7 @@ class CUDABackend:
         self.hyper = np.zeros(max(len(self.compiled.hyper_order), 1), dtype=m.dtype)
         self.d_hyper = self.cuda.to_device(self.hyper)
         self._views = {}
+        self._launches = {}
 
     def _buffers(self, name, batch):
         """Device views of every buffer of a program at this batch size (made once)."""
@@ -89,7 +90,11 @@ class CUDABackend:
             if not hasattr(value, "__cuda_array_interface__"):
                 value = np.ascontiguousarray(value, dtype=self.model.dtype)
             d_array.copy_to_device(value)
-        getattr(self.compiled.module, name)(views, batch)
+        launches = self._launches.get((name, batch))
+        if launches is None:
+            launches = self._launches[(name, batch)] = getattr(self.compiled.module, name)(views, batch)
+        for launch in launches:
+            launch()
         out = {}
         for oname, (array, offset, size, shape) in self.compiled.meta[name]["outputs"].items():
             if array == "const":
