@@ -1,7 +1,16 @@
-"""Shared fixtures: keep the global op registry as graphnn declares it."""
-import pytest
+"""Shared fixtures: keep the global op registry as graphnn declares it.
 
-import graphnn as gn
+CUDA tests run in numba's CUDA simulator unless GRAPHNN_TEST_REAL_GPU=1: the
+simulator must be switched on before numba is first imported, so it is done here.
+"""
+import os
+
+if os.environ.get("GRAPHNN_TEST_REAL_GPU") != "1":
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+
+import pytest  # noqa: E402
+
+import graphnn as gn  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,90 @@
+"""The CUDA target against the reference executor and the CPU target.
+
+Under the CUDA simulator (conftest switches it on), on tiny shapes: the simulator
+runs one Python thread per CUDA thread. Select these with ``-m cuda``.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import graphnn as gn
+from graphnn import lecture
+
+pytestmark = pytest.mark.cuda
+
+
+def _compare(net, feeds, dtype, optimizer, tol, steps=2):
+    ref = gn.compile(net.graph, net.loss, target="reference", dtype=dtype, optimizer=optimizer())
+    cpu = gn.compile(net.graph, net.loss, target="cpu", dtype=dtype, optimizer=optimizer())
+    cuda = gn.compile(net.graph, net.loss, target="cuda", dtype=dtype, optimizer=optimizer())
+    losses = [m.loss_and_gradients(feeds) for m in (ref, cpu, cuda)]
+    (l0, g0) = losses[0]
+    for l1, g1 in losses[1:]:
+        assert abs(l1 - l0) <= tol * max(1.0, abs(l0))
+        for k in g0:
+            np.testing.assert_allclose(g1[k], g0[k], rtol=tol, atol=tol)
+    for _ in range(steps):
+        values = [m.step(feeds) for m in (ref, cpu, cuda)]
+        assert max(values) - min(values) <= tol * max(1.0, abs(values[0]))
+    params = [m.get_params() for m in (ref, cpu, cuda)]
+    for k in params[0]:
+        for other in params[1:]:
+            np.testing.assert_allclose(other[k], params[0][k], rtol=tol, atol=tol)
+    outs = [m.forward(feeds) for m in (ref, cuda)]
+    for k in outs[0]:
+        np.testing.assert_allclose(outs[1][k], outs[0][k], rtol=tol, atol=tol)
+    return cuda
+
+
+def test_regression_net_float32_training_step():
+    x, y = lecture.noisy_sine(6)
+    model = _compare(lecture.regression_net(), {"x": x, "y": y}, "float32", lambda: gn.SGD(lr=0.1), 1e-5)
+    assert "@cuda.jit" in model.source and "hidden/tanh" in model.source
+
+
+def test_softmax_classifier_float64_with_adam():
+    x, labels = lecture.two_blobs(5)
+    y = np.eye(2)[labels[:, 0].astype(int)]
+    _compare(lecture.softmax_classifier(), {"x": x, "y": y}, "float64", lambda: gn.Adam(lr=0.01), 1e-10)
+
+
+def test_two_hidden_layers_keep_every_matrix_product():
+    g = gn.Graph("mlp2", seed=1)
+    x, y = g.input("x", (None, 3)), g.input("y", (None, 2))
+    h = gn.dense(gn.dense(x, 4, activation="relu", name="h0"), 4, activation="relu", name="h1")
+    net = lecture.LectureNet(g, gn.softmax_cross_entropy(gn.dense(h, 2, name="out"), y), h)
+    xs = np.random.default_rng(0).standard_normal((5, 3))
+    _compare(net, {"x": xs, "y": np.eye(2)[[0, 1, 1, 0, 1]]}, "float64", lambda: gn.Momentum(lr=0.1), 1e-10)
+
+
+def test_split_k_weight_gradient_with_atomics():
+    """A long batch into a tiny weight gradient takes the split-K path (atomic adds)."""
+    g = gn.Graph("splitk")
+    x = g.input("x", (None, 3))
+    W = g.parameter("W", (3, 2))
+    loss = gn.sum(gn.matmul(x, W))
+    model = gn.compile(g, loss, target="cuda", dtype="float64")
+    xs = np.random.default_rng(0).standard_normal((2100, 3))
+    value, grads = model.loss_and_gradients({"x": xs})
+    assert value == pytest.approx(float((xs @ g.values["W"]).sum()), rel=1e-12)
+    np.testing.assert_allclose(grads["W"], np.repeat(xs.sum(0)[:, None], 2, axis=1), rtol=1e-12)
+
+
+def test_no_gpu_and_no_simulator_is_a_clear_error():
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    code = ("import graphnn as gn\n"
+            "from numba import cuda\n"
+            "print('GPU present' if cuda.is_available() else 'no GPU')\n"
+            "net = gn.lecture.regression_net()\n"
+            "try:\n"
+            "    gn.compile(net.graph, net.loss, target='cuda')\n"
+            "except gn.TargetError as e:\n"
+            "    print('TargetError:', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    if "GPU present" in out.stdout:
+        pytest.skip("a real GPU is present, so the no-GPU error cannot be provoked on this machine")
+    assert "TargetError" in out.stdout, out.stderr[-2000:]
+    assert "no CUDA GPU" in out.stdout and "NUMBA_ENABLE_CUDASIM" in out.stdout
