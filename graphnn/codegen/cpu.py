@@ -133,7 +133,46 @@ class ModulePrinter:
         return lines
 
     def reduce(self, k):
+        if _rows_outer(k):
+            return [f"# {k.comment}", "# (rows outer: contiguous, vectorised inner loop; serial, so race-free)"
+                    ] + self._rows_outer(k)
         return [f"# {k.comment}"] + reduce_lines(k, self.printer, self.loop, 0)
+
+    def _rows_outer(self, k):
+        """A sum over the batch rows into a small output: accumulate row by row."""
+        term = k.terms[0]
+        (r, _), = term.reduce
+        target = f"{k.out}[{', '.join(str(i) for i in k.out_indices)}]"
+        lines, depth = [], 0
+        for i, e in zip(k.out_indices, k.out_shape):
+            lines.append("    " * depth + f"for {i} in range({extent_code(e)}):")
+            depth += 1
+        lines.append("    " * depth + f"{target} = _F(0.0)")
+        lines.append(f"for {r} in range(N):")
+        depth = 1
+        for i, e in zip(k.out_indices, k.out_shape):
+            lines.append("    " * depth + f"for {i} in range({extent_code(e)}):")
+            depth += 1
+        lines.append("    " * depth + f"{target} += {self.printer.doprint(term.expr)}")
+        return lines
+
+
+def _rows_outer(k):
+    """True for sum_r f(x[r, ...]) into an output without a batch axis, r leading every access."""
+    import sympy as sp
+    if len(k.terms) != 1 or not k.out_indices or None in k.out_shape:
+        return False
+    term = k.terms[0]
+    if term.combiner != "sum" or term.guard is not sp.true or len(term.reduce) != 1:
+        return False
+    (r, extent), = term.reduce
+    if extent is not None:
+        return False
+    for acc in term.expr.atoms(sp.Indexed):
+        idx = tuple(acc.indices)
+        if r in idx and idx[0] != r:
+            return False
+    return True
 
 
 def print_model(kprogs, dtype, title, param_order, state_order, hyper_order, fast_math=None):

@@ -68,6 +68,10 @@ class ScalarPrinter(PythonCodePrinter):
         base, e = expr.base, expr.exp
         b = self.parenthesize(base, sp.printing.precedence.PRECEDENCE["Pow"])
         if e.is_Integer and 1 <= abs(int(e)) <= 4:
+            if not (base.is_Symbol or base.is_Number or isinstance(base, sp.Indexed)) and abs(int(e)) > 1:
+                # an expensive base (a helper call): evaluate it once, power by integer exponent
+                p = f"({self._print(base)})**{abs(int(e))}"
+                return f"({p})" if e > 0 else f"(_F(1.0)/({p}))"
             prod = "*".join([b] * abs(int(e)))
             return f"({prod})" if e > 1 else prod if e > 0 else f"(_F(1.0)/({prod}))"
         if e == sp.Rational(1, 2):

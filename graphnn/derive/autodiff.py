@@ -71,9 +71,9 @@ def _delta_node(op, inputs, shape, forward, name, graph, attrs=None):
                 _local_name(name), graph, forward.scope, role="delta")
 
 
-def _elementwise_contribution(node, position, delta, graph):
+def _elementwise_contribution(node, position, delta, graph, recompute=False):
     op = node.op
-    made = elementwise_vjp_expr(op, position, node.attr_dict)
+    made = elementwise_vjp_expr(op, position, node.attr_dict, recompute)
     if made is None:
         return None
     expr, symbols = made
@@ -83,6 +83,7 @@ def _elementwise_contribution(node, position, delta, graph):
     arg = op.arg_names[position]
     vjp_op = ElementwiseOp(f"vjp_{op.name}_{arg}", arg_names=[s.name for s in symbols], expr=expr)
     by_symbol = dict(zip(op.symbols, node.inputs))
+    by_symbol[sp.Symbol("out", real=True)] = node  # the kept forward value
     inputs = [delta] + [by_symbol[s] for s in symbols[1:]]
     out = _delta_node(vjp_op, inputs, node.shape, target, f"delta[{target.name}<-{node.name}]", graph)
     if target.shape != node.shape:
@@ -91,7 +92,7 @@ def _elementwise_contribution(node, position, delta, graph):
     return out
 
 
-def _index_contribution(node, position, delta, graph):
+def _index_contribution(node, position, delta, graph, recompute=False):
     body = node.op.node_body(node)
     shapes = [p.shape for p in node.inputs]
     vjp_body = index_vjp_body(body, position, shapes)
@@ -115,10 +116,13 @@ def _accumulate(node, contributions, graph):
     return _delta_node(op, contributions, node.shape, node, f"delta[{node.name}]", graph)
 
 
-def derive(loss, wrt=None):
+def derive(loss, wrt=None, recompute=False):
     """Build the backward graph of a scalar ``loss``.
 
     ``wrt`` limits which leaves get deltas (default: every parameter and input).
+    ``recompute=False`` writes a derivative that contains the op's own body in
+    terms of the op's output (tanh' = 1 - out**2): the forward value is kept;
+    ``recompute=True`` recomputes it from the op's inputs.
 
     >>> import graphnn as gn
     >>> g = gn.Graph(); x = g.input("x", (None, 1))
@@ -156,7 +160,7 @@ def derive(loss, wrt=None):
         for position, parent in enumerate(node.inputs):
             if not needs[id(parent)]:
                 continue
-            c = make(node, position, delta, graph)
+            c = make(node, position, delta, graph, recompute)
             if c is not None:
                 pending.setdefault(id(parent), []).append(c)
     return Backward(loss, forward, deltas, seed)

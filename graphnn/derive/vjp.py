@@ -8,7 +8,12 @@ multiply by ``delta[out_idx]``, and accumulate into ``dA[a]``. When f maps
 loop indices to A's axes plainly or with a unit-coefficient shift, it is
 inverted (``a = f(idx)`` solved for loop indices), so the result is a
 *gather*: each ``dA[a]`` sums over the loop indices left over, and no two
-iterations write the same element. A shift adds a bounds guard.
+iterations write the same element. A shift adds a bounds guard; a stride
+(coefficient s != 1, as in a strided convolution or pooling) adds a
+divisibility guard ``Mod(a - rest, s) == 0`` and reads the solved index as
+``floor((a - rest) / s)``; mixed-radix digits (a flatten) are inverted
+jointly. An index that cannot be solved keeps its loop with an equality
+guard, so every index op has a gradient.
 """
 import sympy as sp
 
@@ -19,15 +24,26 @@ DELTA = "delta"
 OUT = "out"
 
 
-def elementwise_vjp_expr(op, position, attrs):
-    """(expr, symbols) of ``delta * d body/d x_position``; None if it is zero."""
+def elementwise_vjp_expr(op, position, attrs, recompute=False):
+    """(expr, symbols) of ``delta * d body/d x_position``; None if it is zero.
+
+    Unless ``recompute``, a derivative that contains the op's own body is written
+    in terms of the op's output (tanh' = 1 - out**2, sigmoid' = out*(1 - out)):
+    the forward value is kept instead of recomputed. ``symbols`` then ends with
+    the symbol ``out``, which stands for the forward node itself.
+    """
     d = op.derivative(position, attrs)
     if d == 0:
         return None
+    out = sp.Symbol(OUT, real=True)
+    if not recompute:
+        body = op.expr(attrs)
+        if not (body.is_Symbol or body.is_Number) and d.has(body) and out not in op.symbols:
+            d = d.xreplace({body: out})
     delta = sp.Symbol(DELTA, real=True)
     expr = delta * d
     used = [s for s in op.symbols if s in expr.free_symbols]
-    return expr, (delta, *used)
+    return expr, (delta, *used, *([out] if out in expr.free_symbols else []))
 
 
 def _partial(expr, occurrence):
@@ -35,40 +51,180 @@ def _partial(expr, occurrence):
     return sp.diff(expr.xreplace({occurrence: dummy}), dummy).xreplace({dummy: occurrence})
 
 
-def _invert(occurrence, targets, loop_extents):
+def _extent_rank(extent):
+    return float("inf") if extent is None else extent
+
+
+def _linear_candidates(ix, loop_extents, solved):
+    """(loop index, integer coefficient) pairs that ``ix`` is affine in."""
+    found = []
+    for s in sorted(ix.free_symbols, key=sp.default_sort_key):
+        if s not in loop_extents or s in solved:
+            continue
+        coeff = sp.diff(ix, s)
+        if coeff.is_Integer and coeff != 0 and not (ix - coeff * s).has(s):
+            found.append((s, int(coeff)))
+    return found
+
+
+def _digit(ix, loop_extents):
+    """``Mod(floor(j/s), E)``, ``floor(j/s)`` or ``Mod(j, E)`` -> (j, s, E); else None.
+
+    These are the digits of ``j`` in a mixed radix: how a reshape (flatten)
+    reads its input in index notation."""
+    E = None
+    inner = ix
+    if isinstance(ix, sp.Mod):
+        inner, E = ix.args
+        if not E.is_Integer:
+            return None
+        E = int(E)
+    s = 1
+    if isinstance(inner, sp.floor):
+        arg = inner.args[0]
+        syms = [x for x in arg.free_symbols if x in loop_extents]
+        if len(syms) != 1:
+            return None
+        j = syms[0]
+        c = sp.diff(arg, j)
+        if arg != c * j or not c.is_Rational or c.p != 1:
+            return None
+        s = int(c.q)
+    elif inner in loop_extents:
+        j = inner
+    else:
+        return None
+    if E is None and s == 1:
+        return None  # a plain index: the affine path handles it
+    return j, s, E
+
+
+def _invert_digits(indices, targets, loop_extents, target_extents):
+    """Jointly invert access positions that are the mixed-radix digits of one loop
+    index ``j`` (a flatten): ``j = sum_k s_k a_k``. Returns (subs, guard, positions)."""
+    groups = {}
+    for pos, ix in enumerate(indices):
+        d = _digit(ix, loop_extents)
+        if d is not None:
+            groups.setdefault(d[0], []).append((d[1], d[2], pos))
+    subs, guard, done = {}, sp.true, set()
+    for j, digits in groups.items():
+        digits.sort(key=lambda d: (d[0], d[2]))  # by stride (E may be None: not comparable)
+        stride, ok = 1, True
+        for k, (s, E, _) in enumerate(digits):
+            last = k == len(digits) - 1
+            if s != stride or (E is None and not last):
+                ok = False
+                break
+            stride = s * E if E is not None else None
+        ext = loop_extents[j]
+        # a bounded top digit must cover all of j's range, or several j share one element
+        if not ok or (stride is not None and (ext is None or ext > stride)):
+            continue
+        value = sum(s * targets[pos] for s, _, pos in digits)
+        for s, E, pos in digits:
+            if E is not None and target_extents[pos] is not None and target_extents[pos] > E:
+                guard = guard & (targets[pos] <= E - 1)
+        if stride is None and ext is not None:
+            top = sum(s * ((target_extents[pos] or 1) - 1) for s, _, pos in digits)
+            if top > ext - 1:
+                guard = guard & (value <= ext - 1)
+        subs[j] = value
+        done |= {pos for _, _, pos in digits}
+    return subs, guard, done
+
+
+def _invert(occurrence, targets, loop_extents, target_extents=None):
     """Solve ``occurrence.indices == targets`` for loop indices.
 
-    Returns (substitution, guard). Raises NotImplementedError for index maps
-    with non-unit coefficients (strided access), which have no gather form here.
+    Returns (substitution, guard). An index affine in loop indices is solved
+    for the one with the largest extent (so the loops left over are the short
+    ones, e.g. the kernel window of a convolution); a coefficient s != 1
+    (a strided access) adds the divisibility guard ``Mod(a - rest, s) == 0``;
+    every solved index gets a range guard. Mixed-radix digits of one index (a
+    flatten) are inverted jointly. Anything else stays a loop index with an
+    equality guard: still a gather, summing over the indices left over.
     """
-    subs, guard = {}, sp.true
-    for ix, a in zip(access_indices(occurrence), targets):
-        ix = ix.xreplace(subs)
-        if ix.is_Integer:
+    indices = access_indices(occurrence)
+    target_extents = target_extents or (None,) * len(targets)
+    subs, guard, done = _invert_digits(indices, targets, loop_extents, target_extents)
+    for pos, (ix, a) in enumerate(zip(indices, targets)):
+        if pos in done:
+            continue
+        ix = sp.expand(ix.xreplace(subs))
+        candidates = _linear_candidates(ix, loop_extents, subs)
+        if not candidates:
             guard = guard & sp.Eq(a, ix)
             continue
-        free = [s for s in ix.free_symbols if s in loop_extents and s not in subs]
-        solved = None
-        for s in free:
-            coeff = sp.diff(ix, s)
-            if coeff in (1, -1) and not (ix - coeff * s).has(s):
-                solved = (s, sp.expand((a - (ix - coeff * s)) / coeff))
-                break
-        if solved is None:
-            if not free:
-                guard = guard & sp.Eq(a, ix)
-                continue
-            raise NotImplementedError(
-                f"access {occurrence} has index {ix} with a non-unit coefficient; "
-                f"its gradient has no gather form yet")
-        s, value = solved
+        s, coeff = max(candidates, key=lambda c: (_extent_rank(loop_extents[c[0]]), abs(c[1]) == 1))
+        numerator = sp.expand((a - (ix - coeff * s)) * (1 if coeff > 0 else -1))
+        step = abs(coeff)
+        value = numerator / step
         subs[s] = value
-        if value != a:  # shifted access: the solved loop index must stay in range
+        if step != 1:
+            guard = guard & sp.Eq(sp.Mod(numerator, step), 0)
+        if value != a:  # shifted or strided: the solved loop index must stay in range
             ext = loop_extents[s]
-            guard = guard & (value >= 0)
+            guard = guard & (numerator >= 0)
             if ext is not None:
-                guard = guard & (value <= ext - 1)
+                guard = guard & (numerator <= step * (ext - 1))
     return subs, guard
+
+
+def _coefficients(expr):
+    return [term.as_coeff_Mul()[0] for term in sp.Add.make_args(sp.expand(expr))]
+
+
+def _integer_index(ix):
+    """An index with fractional coefficients (a solved strided access) is exact under
+    its divisibility guard; write it as ``floor`` so it stays an integer expression."""
+    if all(c.is_Integer for c in _coefficients(ix)):
+        return ix
+    return sp.floor(sp.expand(ix))
+
+
+def _integer_accesses(expr):
+    repl = {}
+    for acc in expr.atoms(sp.Indexed):
+        new = tuple(_integer_index(i) for i in acc.indices)
+        if new != tuple(acc.indices):
+            repl[acc] = acc.base[new]
+    return expr.xreplace(repl) if repl else expr
+
+
+def _integer_relations(cond):
+    """Clear fractions in relations (``a/2 - k/2 >= 0`` -> ``a - k >= 0``)."""
+    repl = {}
+    for rel in cond.atoms(sp.Rel):
+        diff = sp.expand(rel.lhs - rel.rhs)
+        denominators = [c.q for c in _coefficients(diff) if c.is_Rational]
+        scale = sp.ilcm(*denominators) if len(denominators) > 1 else (denominators or [1])[0]
+        if scale != 1:
+            repl[rel] = type(rel)(sp.expand(diff * scale), 0)
+    return cond.xreplace(repl) if repl else cond
+
+
+def _drop_implied(cond, target_extents):
+    """Drop linear relations on target indices that hold over their whole range
+    (``a2 >= 0``, ``a2 <= 6`` for an axis of 7): checking the box corners suffices."""
+    if cond == sp.true:
+        return cond
+    repl = {}
+    for rel in cond.atoms(sp.Rel):
+        syms = rel.free_symbols
+        if not syms or not syms <= set(target_extents) or any(target_extents[a] is None for a in syms):
+            continue
+        if isinstance(rel, (sp.Eq, sp.Ne)) or any(not c.is_Integer for c in _coefficients(rel.lhs - rel.rhs)):
+            continue
+        if any(isinstance(t, (sp.Mod, sp.floor)) for t in sp.preorder_traversal(rel)):
+            continue
+        syms = sorted(syms, key=sp.default_sort_key)
+        corners = [{}]
+        for a in syms:
+            corners = [{**c, a: v} for c in corners for v in (0, target_extents[a] - 1)]
+        if all(bool(rel.xreplace(c)) for c in corners):
+            repl[rel] = sp.true
+    return cond.xreplace(repl) if repl else cond
 
 
 def index_vjp_body(body, position, arg_shapes):
@@ -90,10 +246,11 @@ def index_vjp_body(body, position, arg_shapes):
                 partial = partial * sp.Piecewise((1, sp.Eq(term.expr, out_access)), (0, True))
             contribution = delta * partial
             loop = {i: extents[i] for i in (*body.out_indices, *term.reduce_indices)}
-            subs, guard = _invert(occ, targets, loop)
-            guard = (guard & term.guard).xreplace(subs)
+            subs, guard = _invert(occ, targets, loop, tuple(target_shape))
+            guard = _integer_relations(_integer_accesses((guard & term.guard).xreplace(subs)))
+            guard = _drop_implied(guard, dict(zip(targets, target_shape)))
             left = tuple((i, e) for i, e in loop.items() if i not in subs)
-            terms.append(Term(contribution.xreplace(subs), left, "sum", guard))
+            terms.append(Term(_integer_accesses(contribution.xreplace(subs)), left, "sum", guard))
     if not terms:
         return None
     used = set()
