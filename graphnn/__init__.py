@@ -5,8 +5,8 @@ derive the backward pass as delta nodes, evaluate it with the NumPy
 reference executor, and compile it to generated Numba code.
 """
 from .version import __version__
-from .errors import (CacheError, DtypeError, FeedError, GraphCycleError, GraphnnError, ShapeError,
-                     TargetError, UnknownFunctionError)
+from .errors import (CacheError, DtypeError, FeedError, FileFormatError, GraphCycleError, GraphnnError,
+                     ShapeError, TargetError, UnknownFunctionError)
 from .graph import Graph, Node, init, substitute, topological
 from .ops import (ACTIVATIONS, BATCH_SIZE, REGISTRY, ClampedLog, ElementwiseOp, IndexMax, IndexOp,
                   IndexSum, Sigmoid, Softplus, StopGradient, abs_, add, binary_cross_entropy,
@@ -18,7 +18,12 @@ from .ops import (ACTIVATIONS, BATCH_SIZE, REGISTRY, ClampedLog, ElementwiseOp, 
 from .derive import Backward, LocalDerivative, derive, local_derivative
 from .reference import evaluate, loss_and_gradients
 from .check import check_grad
-from .nn import dense
+from .render import render
+from .ops import avg_pool2d, conv2d, flatten, max_pool2d
+from .nn import (Activation, AvgPool2D, Conv2D, Dense, Dropout, Flatten, GaussianNoise, GraphLayer, Layer,
+                 MaxPool2D, Sequential, as_layer, dense, dropout, gaussian_noise, weight_noise,
+                 weight_penalty)
+from . import nn
 
 # PyTorch-style short names next to the underscore-suffixed ones
 abs = abs_  # noqa: A001
@@ -29,3 +34,6 @@ bce_with_logits = binary_cross_entropy_with_logits
 from .train import SGD, Adam, Momentum, Optimizer
 from .runtime import Model, compile  # noqa: A001
 from . import lecture
+from . import data
+from .io import load, load_graph, save
+from .train import History, fit, metrics

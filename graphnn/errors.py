@@ -34,3 +34,7 @@ class TargetError(GraphnnError, RuntimeError):
 
 class CacheError(GraphnnError, RuntimeError):
     """A compile-cache entry is unreadable."""
+
+
+class FileFormatError(GraphnnError, ValueError):
+    """A saved graph or model file is corrupted, incomplete, or from a newer format version."""

@@ -1,4 +1,10 @@
-"""Layers built from ops (graph builders)."""
-from .layers import dense
+"""Layers built from ops (graph builders), regularizers, and networks reused as layers."""
+from .layers import activation_op, dense
+from .modules import (Activation, AvgPool2D, Conv2D, Dense, Dropout, Flatten, GaussianNoise, Layer,
+                      MaxPool2D, Sequential)
+from .regularize import dropout, gaussian_noise, weight_noise, weight_penalty, weights
+from .reuse import GraphLayer, as_layer
 
-__all__ = ["dense"]
+__all__ = ["dense", "activation_op", "Layer", "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "Flatten",
+           "Dropout", "GaussianNoise", "Activation", "Sequential", "dropout", "gaussian_noise",
+           "weight_noise", "weight_penalty", "weights", "GraphLayer", "as_layer"]

@@ -16,8 +16,11 @@ def activation_op(activation):
 
 
 def dense(x, units, activation=None, name="dense", init="glorot_uniform", bias_init="zeros",
-          use_bias=True):
+          use_bias=True, weight_noise=0.0):
     """A fully connected layer: ``activation(x @ W + b)``, W of shape (in, units).
+
+    ``weight_noise`` > 0 adds Gaussian noise of that standard deviation to W in
+    every training step (see :func:`graphnn.nn.weight_noise`).
 
     >>> import graphnn as gn
     >>> g = gn.Graph(); x = g.input("x", (None, 3))
@@ -32,6 +35,9 @@ def dense(x, units, activation=None, name="dense", init="glorot_uniform", bias_i
     scope = graph.unique_name(name).split("/")[-1]
     with graph.scope(scope):
         W = graph.parameter("W", (x.shape[1], units), init=init)
+        if weight_noise:
+            from .regularize import weight_noise as noisy
+            W = noisy(W, weight_noise)
         if use_bias:
             b = graph.parameter("b", (units,), init=bias_init)
             z = ops.linear(x, W, b, name="z")

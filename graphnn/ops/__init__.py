@@ -5,8 +5,9 @@ from .composite import (binary_cross_entropy, binary_cross_entropy_with_logits, 
 from .elementwise import (ACTIVATIONS, abs_, add, celu, div, elu, exp, gelu, gelu_tanh, hardswish,
                           identity, leaky_relu, log, mish, mul, neg, pow, power, relu, relu6,
                           sigmoid, softplus, sqrt, square, sub, swish, tanh)
+from .conv import avg_pool2d, conv2d, flatten, max_pool2d
 from .functions import IndexMax, IndexSum
-from .index_body import BATCH_SIZE, IndexBody, Term, indices
+from .index_body import BATCH_SIZE, IndexBody, Term, guarded, in_range, indices
 from .index_ops import linear, matmul, max_, mean, sum_, sum_to
 from .primitives import PRIMITIVES, ClampedLog, ClampedReciprocal, Sigmoid, Softplus, StopGradient
 from .registry import REGISTRY, ElementwiseOp, IndexOp, elementwise, index_op

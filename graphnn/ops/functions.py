@@ -12,6 +12,7 @@ from .primitives import PRIMITIVES, Primitive
 BUILTIN_FUNCTIONS = (
     sp.exp, sp.log, sp.tanh, sp.sinh, sp.cosh, sp.sin, sp.cos, sp.tan, sp.atan,
     sp.erf, sp.erfc, sp.Abs, sp.sign, sp.Piecewise, sp.Max, sp.Min, sp.floor, sp.ceiling,
+    sp.Mod,  # integer index arithmetic (flatten digits, strided-gradient guards)
 )
 
 

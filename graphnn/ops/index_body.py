@@ -82,9 +82,8 @@ class IndexBody:
         total = sp.Integer(0)
         for t in self.terms:
             f = IndexMax if t.combiner == "max" else IndexSum
-            e = f(t.expr, *t.reduce_indices) if t.reduce else t.expr
-            if t.guard is not sp.true:
-                e = sp.Piecewise((e, t.guard), (0, True))
+            e = sp.Piecewise((t.expr, t.guard), (0, True)) if t.guard is not sp.true else t.expr
+            e = f(e, *t.reduce_indices) if t.reduce else e
             total = total + e
         return total
 
@@ -132,6 +131,43 @@ def _plain_extents(expr, shapes):
                         f"{_fmt(d)} in {acc} (shapes {shapes})")
                 ext[ix] = d
     return ext
+
+
+def guarded(body, condition):
+    """``body`` where ``condition`` (on loop indices only) holds; elsewhere the
+    element is left out of the term (0 in a sum, skipped by a maximum).
+
+    Written as ``Piecewise((body, condition), (0, True))`` so that it displays
+    as the mathematics says; :func:`parse_index_body` turns it into the term's
+    guard. Padded convolutions use it to keep out-of-range accesses out.
+    """
+    return sp.Piecewise((body, condition), (0, True))
+
+
+def in_range(index, extent):
+    """The condition ``0 <= index <= extent - 1``."""
+    return sp.And(index >= 0, index <= extent - 1)
+
+
+def _is_guard(factor):
+    return (isinstance(factor, sp.Piecewise) and len(factor.args) == 2
+            and factor.args[1].cond == sp.true and factor.args[1].expr == 0
+            and not factor.args[0].cond.atoms(sp.Indexed))
+
+
+def _split_guard(expr):
+    """``c * Piecewise((f, cond), (0, True))`` -> (c * f, cond); a condition on
+    loop indices alone is a guard, one on tensor values stays in the body."""
+    guard, factors = sp.true, []
+    for factor in sp.Mul.make_args(expr):
+        if _is_guard(factor):
+            guard = guard & factor.args[0].cond
+            factors.append(factor.args[0].expr)
+        else:
+            factors.append(factor)
+    if guard == sp.true:
+        return expr, guard
+    return sp.Mul(*factors), guard
 
 
 def _fmt(d):
@@ -183,6 +219,7 @@ def parse_index_body(op_name, args, result):
     terms = []
     for raw in sp.Add.make_args(expr):
         body, red, combiner, explicit = _split_reduction(raw)
+        body, guard = _split_guard(body)
         ext = _plain_extents(body, shapes)
         ext.update(explicit)
         missing = [i for i in red if i not in ext]
@@ -195,7 +232,7 @@ def parse_index_body(op_name, args, result):
                     raise ShapeError(f"op {op_name!r}: output index {i} has extents "
                                      f"{_fmt(out_ext[i])} and {_fmt(ext[i])}")
                 out_ext[i] = ext[i]
-        terms.append(Term(body, tuple((i, ext[i]) for i in red), combiner))
+        terms.append(Term(body, tuple((i, ext[i]) for i in red), combiner, guard))
     missing = [i for i in out_indices if i not in out_ext]
     if missing:
         raise ShapeError(f"op {op_name!r}: output index {missing} appears in no plain access")

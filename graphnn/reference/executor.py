@@ -97,8 +97,10 @@ def check_feeds(nodes, feeds):
     batch, arrays = None, {}
     for name in sorted(feeds, key=lambda k: k not in needed):  # needed ones first
         node = inputs[name]
-        value = np.asarray(feeds[name])
-        if value.dtype.kind not in "fiub":
+        value = feeds[name]
+        if not hasattr(value, "__cuda_array_interface__"):  # device arrays stay where they are
+            value = np.asarray(value)
+        if np.dtype(value.dtype).kind not in "fiub":
             raise FeedError(f"feed {name!r} has dtype {value.dtype}; it must be numeric")
         shape = node.shape
         ok = len(value.shape) == len(shape) and all(

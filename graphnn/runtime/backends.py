@@ -26,7 +26,7 @@ class ReferenceBackend:
                 feeds[node.name] = model.state[node.name]
         nodes = [*program.outputs.values(), *program.updates.values()]
         values = evaluate(nodes, feeds, params=model.params, dtype=model.dtype)
-        for buffer, node in program.updates.items():
+        for buffer, node in program.updates.items():  # noqa: B007
             target = model.params if buffer in model.params else model.state
             np.copyto(target[buffer], values[node.name])
         return {k: values[n.name] for k, n in program.outputs.items()}

@@ -1,0 +1,240 @@
+"""``fit``: mini-batch training with shuffling, metrics, validation and early stopping.
+
+Each step is the model's compiled training step (forward, backward and the
+optimizer update in one call). Everything random -- the shuffling, dropout
+and noise draws, augmentation -- comes from generators seeded by ``seed``,
+so the same call gives the same history and parameters.
+
+>>> import graphnn as gn
+>>> net = gn.lecture.regression_net()
+>>> model = gn.compile(net.graph, net.loss, optimizer=gn.Adam(lr=0.05), target="reference")
+>>> x, y = gn.lecture.noisy_sine(n=64)
+>>> history = model.fit({"x": x, "y": y}, epochs=3, batch_size=16, verbose=False)
+>>> len(history["loss"])
+3
+"""
+import math
+import warnings
+
+import numpy as np
+import sympy as sp
+from tqdm.auto import tqdm
+
+from ..graph.traverse import topological
+from . import metrics as metric_functions
+
+
+class History:
+    """Per-epoch logs: ``history["loss"]``, ``history["val_accuracy"]``, ... (Keras' ``History``).
+
+    ``epoch`` lists the epochs run, ``best_epoch`` the one early stopping kept,
+    ``stopped_early`` whether patience ran out.
+    """
+
+    def __init__(self):
+        self.history = {}
+        self.epoch = []
+        self.best_epoch = None
+        self.stopped_early = False
+
+    def append(self, epoch, logs):
+        self.epoch.append(epoch)
+        for k, v in logs.items():
+            self.history.setdefault(k, []).append(v)
+
+    def __getitem__(self, key):
+        return self.history[key]
+
+    def __contains__(self, key):
+        return key in self.history
+
+    def keys(self):
+        return self.history.keys()
+
+    def last(self):
+        """The last epoch's logs."""
+        return {k: v[-1] for k, v in self.history.items()}
+
+    def __repr__(self):
+        last = ", ".join(f"{k}={v:.4g}" for k, v in self.last().items())
+        return f"<History {len(self.epoch)} epochs: {last}>"
+
+
+def _user_inputs(nodes):
+    return {n.name for n in nodes if n.kind == "input" and n.role not in ("random", "optimizer")}
+
+
+def _target_and_output(model, target, output):
+    outputs = model.output_nodes
+    if output is None:
+        output = next(iter(outputs))
+    elif output not in outputs:
+        raise ValueError(f"fit: output {output!r} is not an output of the model; it has {sorted(outputs)}")
+    if target is None and model.loss_node is not None:
+        candidates = sorted(_user_inputs(topological([model.loss_node]))
+                            - _user_inputs(topological([outputs[output]])))
+        if len(candidates) != 1:
+            raise ValueError(f"fit: cannot tell which feed holds the targets (candidates {candidates}); "
+                             f"pass target='name'")
+        target = candidates[0]
+    return target, output
+
+
+def _batched(model, feeds):
+    """Names of the feeds that have a batch axis, and their common row count."""
+    inputs = model.graph.inputs
+    names = [k for k in feeds if k in inputs and inputs[k].batched]
+    if not names:
+        raise ValueError("fit: no feed has a batch axis")
+    rows = {len(feeds[k]) for k in names}
+    if len(rows) != 1:
+        raise ValueError(f"fit: feeds have different numbers of rows: "
+                         f"{ {k: len(feeds[k]) for k in names} }")
+    return names, rows.pop()
+
+
+def _take(feeds, batched, rows):
+    return {k: (v[rows] if k in batched else v) for k, v in feeds.items()}
+
+
+def _augmenter(model, augment):
+    if augment is None or isinstance(augment, dict):
+        return augment or {}
+    first = next((k for k, n in model.graph.inputs.items() if n.batched), None)
+    return {first: augment}
+
+
+def evaluate(model, feeds, metrics=(), target=None, output=None, batch_size=1024):
+    """Loss and metrics on ``feeds`` in evaluation mode (dropout off, no noise):
+    {"loss": ..., "accuracy": ...}. Runs in chunks of ``batch_size`` rows."""
+    feeds = {k: np.asarray(v) for k, v in feeds.items()}
+    batched, n = _batched(model, feeds)
+    named = [metric_functions.resolve(m) for m in metrics]
+    logs = {}
+    if model.loss_node is not None:
+        total = 0.0
+        for start in range(0, n, batch_size):
+            rows = slice(start, min(n, start + batch_size))
+            total += model.evaluate_loss(_take(feeds, batched, rows)) * (rows.stop - rows.start)
+        logs["loss"] = total / n
+    if named:
+        target, output = _target_and_output(model, target, output)
+        inputs = _user_inputs(model.programs["forward"].nodes)
+        parts = []
+        for start in range(0, n, batch_size):
+            rows = slice(start, min(n, start + batch_size))
+            chunk = {k: v for k, v in _take(feeds, batched, rows).items() if k in inputs}
+            parts.append(model.forward(chunk)[output])
+        prediction = np.concatenate(parts)
+        for name, fn in named:
+            logs[name] = fn(prediction, feeds[target])
+    return logs
+
+
+def _use_optimizer(model, optimizer):
+    """Take the hyper-parameters of ``optimizer`` when its update rules are the compiled ones
+    (they are kernel arguments: no recompile); a different rule needs gn.compile."""
+    if optimizer is None:
+        return
+    compiled = model.optimizer
+    same = (compiled is not None and type(compiled) is type(optimizer)
+            and {k: sp.srepr(v) for k, v in compiled.rules().items()}
+            == {k: sp.srepr(v) for k, v in optimizer.rules().items()})
+    if not same:
+        raise ValueError(f"fit(optimizer={optimizer!r}): the model was compiled with {compiled!r}; "
+                         f"fit can change its hyper-parameters (lr, momentum, ...) but not its update "
+                         f"rule -- pass optimizer= to gn.compile instead")
+    compiled.hyper.update(optimizer.hyper)
+
+
+def _improved(value, best, mode, min_delta):
+    if best is None:
+        return True
+    return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
+def fit(model, feeds, epochs=10, batch_size=32, shuffle=True, validation_data=None, metrics=(),
+        patience=None, monitor=None, min_delta=0.0, restore_best=True, seed=0, verbose=True,
+        augment=None, target=None, output=None, eval_batch_size=1024, optimizer=None):
+    """Train ``model`` on ``feeds`` ({input name: array}) and return a :class:`History`.
+
+    * ``epochs``, ``batch_size``, ``shuffle``: mini-batches drawn without replacement
+      each epoch (the last batch may be smaller).
+    * ``metrics``: names ("accuracy", "mse", "mae", ...) or callables ``f(pred, target)``,
+      computed after each epoch in evaluation mode on the training data and on
+      ``validation_data`` (a feeds dict); logged as "accuracy", "val_accuracy"...
+      The prediction is ``output`` (default the model's first output) and the target the
+      feed ``target`` (default: the one input the loss reads and the output does not).
+    * ``patience``: early stopping after that many epochs without improvement of
+      ``monitor`` (default "val_loss" with validation data, else "loss"); the best
+      parameters are restored (``restore_best``).
+    * ``augment``: a callable ``f(array, rng) -> array`` applied to the first batched input
+      of every batch (e.g. :class:`graphnn.data.Augment`), or {input name: callable}.
+    * ``seed``: shuffling, dropout/noise draws and augmentation are seeded from it.
+    * ``verbose``: a tqdm progress bar with the running loss and the last metrics.
+    * ``optimizer``: new hyper-parameters for the compiled optimizer, e.g. ``gn.SGD(lr=0.1)`` on
+      a model compiled with the default ``SGD(0.01)`` (the same update rule; no recompile).
+    """
+    _use_optimizer(model, optimizer)
+    feeds = {k: np.asarray(v) for k, v in feeds.items()}
+    batched, n = _batched(model, feeds)
+    if batch_size is None or batch_size > n:
+        batch_size = n
+    named = [metric_functions.resolve(m)[0] for m in metrics]
+    if named:  # fail before training when targets cannot be found
+        _target_and_output(model, target, output)
+    monitor = monitor or ("val_loss" if validation_data is not None else "loss")
+    mode = "min" if monitor.endswith("loss") or monitor.endswith(("mse", "mae")) else "max"
+    shuffle_seed, random_seed, augment_seed = np.random.SeedSequence(seed).spawn(3)
+    order_rng, augment_rng = np.random.default_rng(shuffle_seed), np.random.default_rng(augment_seed)
+    model.reseed(random_seed)
+    augmenters = _augmenter(model, augment)
+    history = History()
+    best, best_params, waited = None, None, 0
+    batches = math.ceil(n / batch_size)
+    bar = tqdm(total=epochs * batches, disable=not verbose, unit="batch", dynamic_ncols=True, leave=True)
+    try:
+        for epoch in range(epochs):
+            bar.set_description(f"epoch {epoch + 1}/{epochs}")
+            order = order_rng.permutation(n) if shuffle else np.arange(n)
+            total = 0.0
+            for b in range(batches):
+                rows = order[b * batch_size:(b + 1) * batch_size]
+                batch = _take(feeds, batched, rows)
+                for name, fn in augmenters.items():
+                    batch[name] = fn(batch[name], augment_rng)
+                total += model.step(batch) * len(rows)
+                bar.update(1)
+                if b % 8 == 0 or b == batches - 1:
+                    bar.set_postfix(loss=f"{total / min(n, (b + 1) * batch_size):.4g}", refresh=False)
+            logs = {"loss": total / n}
+            if not np.isfinite(logs["loss"]):
+                warnings.warn(f"fit: the loss became {logs['loss']} in epoch {epoch + 1}; stopping",
+                              RuntimeWarning, stacklevel=2)
+                history.append(epoch, logs)
+                break
+            if named:
+                evaluated = evaluate(model, feeds, metrics, target, output, eval_batch_size)
+                logs.update({k: v for k, v in evaluated.items() if k != "loss"})
+            if validation_data is not None:
+                evaluated = evaluate(model, validation_data, metrics, target, output, eval_batch_size)
+                logs.update({f"val_{k}": v for k, v in evaluated.items()})
+            history.append(epoch, logs)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()}, refresh=True)
+            if monitor not in logs:
+                raise ValueError(f"fit: monitor {monitor!r} is not logged; logs are {sorted(logs)}")
+            if _improved(logs[monitor], best, mode, min_delta):
+                best, waited, history.best_epoch = logs[monitor], 0, epoch
+                if patience is not None and restore_best:
+                    best_params = model.get_params()
+            else:
+                waited += 1
+                if patience is not None and waited >= patience:
+                    history.stopped_early = True
+                    break
+    finally:
+        bar.close()
+    if best_params is not None and history.best_epoch != history.epoch[-1]:
+        model.set_params(best_params)
+    model.history = history
+    return history
