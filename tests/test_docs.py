@@ -23,3 +23,16 @@ def test_docstring_examples_run(name):
     result = doctest.testmod(importlib.import_module(name), optionflags=FLAGS)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_compiler_md_examples_run():
+    result = doctest.testfile(str(ROOT / "docs" / "compiler.md"), module_relative=False, optionflags=FLAGS)
+    assert result.attempted >= 5
+    assert result.failed == 0
+
+
+@pytest.mark.parametrize("name", ["graphnn.runtime", "graphnn.train.optimizers"])
+def test_compiler_docstring_examples_run(name):
+    result = doctest.testmod(importlib.import_module(name), optionflags=FLAGS)
+    assert result.attempted > 0
+    assert result.failed == 0
