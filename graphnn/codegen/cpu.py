@@ -19,7 +19,11 @@ FASTMATH = "{'reassoc', 'contract', 'arcp', 'nsz'}"
 FAST_TANH_F32 = '''def fast_tanh(x):
     # rational approximation (odd 13th over even 6th degree): |error| <= 4e-7 against the
     # exact tanh over float32 (measured 3.3e-7, docs/performance.md); no libm call, so it vectorises
-    x = max(_F(-7.90531110763549805), min(_F(7.90531110763549805), x))
+    # clamp with comparisons, not max/min, so NaN passes through as NaN
+    if x > _F(7.90531110763549805):
+        x = _F(7.90531110763549805)
+    elif x < _F(-7.90531110763549805):
+        x = _F(-7.90531110763549805)
     x2 = x * x
     p = _F(-2.76076847742355e-16)
     p = p * x2 + _F(2.00018790482477e-13)

@@ -26,6 +26,19 @@ class ScalarPrinter(PythonCodePrinter):
         super().__init__(settings or {})
         self.math_names = dict(MATH_NAMES, **(math_names or {}))
 
+    def _print(self, expr, **kwargs):
+        # fold numeric subexpressions (sqrt(2), pi/2, exp(-1/2)) into one typed literal
+        if isinstance(expr, sp.Expr) and not expr.is_Atom and expr.is_number:
+            try:
+                return f"_F({float(expr)!r})"
+            except TypeError:  # not real: leave it to the printer
+                pass
+        if isinstance(expr, sp.Mul):
+            number, rest = expr.as_independent(*expr.free_symbols, as_Add=False)
+            if number != 1 and not number.is_Atom and rest != 1:
+                return f"{self._print(number)}*{self.parenthesize(rest, 50)}"
+        return super()._print(expr, **kwargs)
+
     # -- numbers are typed -----------------------------------------------------
     def _print_Float(self, expr):
         return f"_F({float(expr)!r})"

@@ -28,7 +28,8 @@ class CompiledModule:
         param_order = [(k, v.shape) for k, v in model.params.items()]
         state_order = [(k, v.shape) for k, v in model.state.items()]
         hyper_order = [(hyper_name(h), ()) for h in (*(model.optimizer.hyper if model.optimizer else ()), "t")]
-        key = disk.make_key(target, model.dtype.name, fast_math, key_extra, param_order, state_order, hyper_order,
+        key = disk.make_key(target, model.graph.name, model.dtype.name, fast_math, key_extra,
+                            param_order, state_order, hyper_order,
                             [program_signature(p) for p in model.programs.values()])
         path = disk.lookup(key, cache_dir)
         self.cache_hit = path is not None
