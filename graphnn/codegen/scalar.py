@@ -141,10 +141,16 @@ def index_code(expr):
     return sp.pycode(expr).replace("math.floor", "int")
 
 
-def helpers_source(names=None):
-    """Source of the scalar helpers the primitives print as (``F`` -> ``_F``)."""
+def helpers_source(names=None, math_names=None):
+    """Source of the scalar helpers the primitives print as (``F`` -> ``_F``).
+
+    ``math_names`` maps math functions to a target's own forms ({"exp": "fast_exp"}),
+    applied to the helpers' bodies as to every printed expression."""
     out = []
     for p in PRIMITIVES:
         if names is None or p.helper_name in names:
-            out.append(p.scalar_source.replace("F(", "_F("))
+            source = p.scalar_source.replace("F(", "_F(")
+            for fn, replacement in (math_names or {}).items():
+                source = source.replace(f"math.{fn}(", f"{replacement}(")
+            out.append(source)
     return out

@@ -13,6 +13,9 @@ from .cpu import CompiledModule
 
 
 def _cuda():
+    # numba-cuda 0.30 overloads np.row_stack, which numpy 2.5 removed: give it the alias
+    if not hasattr(np, "row_stack"):
+        np.row_stack = np.vstack
     try:
         from numba import cuda
     except ImportError as exc:  # pragma: no cover - numba-cuda missing
