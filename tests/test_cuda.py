@@ -88,3 +88,76 @@ def test_no_gpu_and_no_simulator_is_a_clear_error():
         pytest.skip("a real GPU is present, so the no-GPU error cannot be provoked on this machine")
     assert "TargetError" in out.stdout, out.stderr[-2000:]
     assert "no CUDA GPU" in out.stdout and "NUMBA_ENABLE_CUDASIM" in out.stdout
+
+
+PTX_CHILD = r'''
+import re, sys, importlib.util
+import numpy as np
+from numba import cuda, types
+import graphnn as gn
+from graphnn.lower import lower, Contract
+from graphnn.codegen.cuda import print_model, kernel_buffers
+import numba.cuda.dispatcher as dispatcher
+
+class _Hopper:  # device functions ask the current device for its compute capability
+    compute_capability = (9, 0)
+dispatcher.get_current_device = lambda: _Hopper()
+
+def float64_instructions(fn, sig):
+    ptx, _ = cuda.compile_ptx(fn, sig, cc=(9, 0))
+    return [line.strip() for line in ptx.splitlines() if re.search(r"\.f64\b", line)]
+
+# the counter can fail: a float64 literal in a float32 kernel shows up
+def control(x, out, N):
+    i = cuda.grid(1)
+    if i < N:
+        out[i] = x[i] * 0.1
+assert float64_instructions(control, types.void(types.float32[::1], types.float32[::1], types.int64))
+
+g = gn.Graph("ptx")
+x, y = g.input("x", (None, 3)), g.input("y", (None, 2))
+h = gn.dense(x, 4, activation="gelu", name="h")
+h = gn.mish(gn.dense(h, 4, activation="sigmoid", name="h2"))
+loss = gn.softmax_cross_entropy(gn.dense(h, 2, name="out"), y) + gn.l2_penalty(g.parameters["h/W"], 1e-3)
+model = gn.compile(g, loss, target="reference", dtype="float32", optimizer=gn.Adam())
+kprogs = [lower(p, "float32") for p in model.programs.values()]
+order = [(k, v.shape) for k, v in model.params.items()]
+source, _ = print_model(kprogs, "float32", "ptx", order, [(k, v.shape) for k, v in model.state.items()],
+                        [("optimizer::" + h, ()) for h in (*model.optimizer.hyper, "t")])
+path = sys.argv[1] + "/ptx_module.py"
+open(path, "w").write(source)
+spec = importlib.util.spec_from_file_location("ptx_module", path)
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+checked, bad = 0, []
+for kprog in kprogs:
+    for n, k in enumerate(kprog.kernels):
+        args = [types.Array(types.float32, max(len(kprog.buffers[b].shape), 1), "C") for b in kernel_buffers(k)]
+        args.append(types.int64)
+        if isinstance(k, Contract):
+            args += [types.int64, types.int64]
+        fn = getattr(module, f"{kprog.name}_k{n}").py_func
+        found = float64_instructions(fn, types.void(*args))
+        checked += 1
+        if found:
+            bad.append(f"{kprog.name}_k{n}: {found[:3]}")
+print("checked", checked)
+assert not bad, "float64 in float32 device code:\n" + "\n".join(bad)
+print("PTX-OK")
+'''
+
+
+def test_float32_device_code_has_no_float64_ptx(tmp_path):
+    """Compile every generated kernel to PTX for sm_90 (no GPU needed) and count f64 instructions."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    probe = subprocess.run([sys.executable, "-c",
+                            "from numba import cuda, types\n"
+                            "def k(a):\n    pass\n"
+                            "cuda.compile_ptx(k, types.void(types.float32[::1]), cc=(9, 0))\n"],
+                           capture_output=True, text=True, env=env, timeout=300)
+    if probe.returncode != 0:
+        pytest.skip("cuda.compile_ptx needs the CUDA toolkit wheels (pip install 'numba-cuda[cu12]'): "
+                    + probe.stderr.strip().splitlines()[-1][:200])
+    out = subprocess.run([sys.executable, "-c", PTX_CHILD, str(tmp_path)], capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert "PTX-OK" in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]
