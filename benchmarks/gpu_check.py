@@ -15,7 +15,6 @@ Run on a machine with an NVIDIA GPU (under 5 minutes):
 """
 import argparse
 import os
-import statistics
 import sys
 import time
 
@@ -31,7 +30,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 import graphnn as gn  # noqa: E402
-from workloads import data, graphnn_mlp, torch_mlp  # noqa: E402
+from workloads import data, graphnn_mlp, median_us, torch_mlp  # noqa: E402
 
 LINES = []
 SMOKE = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
@@ -94,15 +93,8 @@ def time_graphnn(sizes, act, loss, batch, matmul, reps, device_feeds=True):
     t0 = time.perf_counter()
     model.step(feeds)
     first = time.perf_counter() - t0
-    for _ in range(3):
-        model.step(feeds)
-    cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        model.step(feeds)          # returns the loss: a device -> host copy, so it synchronises
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e6, first
+    # model.step returns the loss: a device -> host copy, so every timed step synchronises
+    return median_us(lambda: model.step(feeds), reps, warmup=3), first
 
 
 def time_torch(sizes, act, loss, batch, reps):
@@ -120,15 +112,7 @@ def time_torch(sizes, act, loss, batch, reps):
         value.backward()
         opt.step()
         return value.item()
-    for _ in range(5):
-        step()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e6
+    return median_us(step, reps, warmup=5)      # step() reads the loss: it synchronises
 
 
 def timings(quick):

@@ -16,7 +16,6 @@ unset (this machine sets them and they halve sgemm); --keep-openblas-env keeps t
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,14 +27,8 @@ TARGETS_US = {"1-2-1 tanh MSE b64": 1.5, "32-(8x64 GELU)-1 MSE b512": 450.0}
 
 
 def _median_us(step, reps, warmup=10):
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e6
+    from workloads import median_us
+    return median_us(step, reps, warmup)
 
 
 def worker_graphnn(reps):

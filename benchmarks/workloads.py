@@ -2,6 +2,9 @@
 
 Each workload is an MLP: layer sizes, hidden activation, loss and batch size.
 """
+import statistics
+import time
+
 import numpy as np
 
 WORKLOADS = {
@@ -64,3 +67,15 @@ def torch_mlp(sizes, activation, loss, device="cpu"):
         ce = torch.nn.CrossEntropyLoss()
         fn = lambda out, y: ce(out, y.argmax(dim=1))  # noqa: E731 - one-hot targets as in graphnn
     return model, fn
+
+
+def median_us(step, reps, warmup=10):
+    """Median wall time of ``step()`` in microseconds, after ``warmup`` calls."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e6

@@ -6,5 +6,9 @@ def test_demo_builds_derives_and_checks(capsys, tmp_path):
     assert cli.main(["demo", "--out", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
     assert "7 weights" in out and "9 weights" in out
-    assert "FAILED" not in out and out.count("gradient check: ok") >= 3
-    assert "1 - tanh(hidden/z)**2" in out
+    assert "FAILED" not in out and out.count("gradient check (central differences, float64): ok") == 3
+    assert out.count("compiled CPU kernels vs NumPy reference") == 3
+    assert "1 - tanh(hidden/z)**2" in out and "all checks passed" in out
+    # the demo writes each net's generated source and its pictures
+    written = sorted(p.name for p in (tmp_path / "demo").iterdir())
+    assert "regression_kernels.py" in written and "regression-deltas.svg" in written

@@ -74,10 +74,7 @@ def test_elementwise_op_gradients_match_finite_differences(row):
 
 
 # -- index-notation ops (contractions, reductions, convolution, pooling) -------------------------
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("which", sorted(INDEX_GRAPHS))
-def test_index_ops_match_reference(which, dtype):
-    feeds, compiled, reference = index_models(which, dtype)
+def _forward_and_gradients_match(compiled, reference, feeds, dtype):
     got, ref = compiled.forward(feeds), reference.forward(feeds)
     assert set(got) == set(ref) and got
     for name in ref:
@@ -88,6 +85,13 @@ def test_index_ops_match_reference(which, dtype):
     assert set(grads) == set(ref_grads) == set(compiled.params)
     for name in ref_grads:
         assert_close(grads[name], ref_grads[name], dtype, f"d loss / d {name}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("which", sorted(INDEX_GRAPHS))
+def test_index_ops_match_reference(which, dtype):
+    feeds, compiled, reference = index_models(which, dtype)
+    _forward_and_gradients_match(compiled, reference, feeds, dtype)
 
 
 @pytest.mark.parametrize("which", sorted(INDEX_GRAPHS))
@@ -118,16 +122,7 @@ STEPS = 3
 def test_lecture_net_matches_reference(net_name, optimizer, dtype):
     compiled, reference = lecture_models(net_name, optimizer, dtype)
     feeds = lecture_data(net_name)
-    got, ref = compiled.forward(feeds), reference.forward(feeds)
-    assert set(got) == set(ref) and got
-    for name in ref:
-        assert_close(got[name], ref[name], dtype, f"forward {name}")
-    loss, grads = compiled.loss_and_gradients(feeds)
-    ref_loss, ref_grads = reference.loss_and_gradients(feeds)
-    assert_close(loss, ref_loss, dtype, "loss")
-    assert set(grads) == set(ref_grads) == set(compiled.params)
-    for name in ref_grads:
-        assert_close(grads[name], ref_grads[name], dtype, f"d loss / d {name}")
+    _forward_and_gradients_match(compiled, reference, feeds, dtype)
     before = compiled.get_params()
     for step in range(STEPS):
         batch = lecture_data(net_name, seed=step + 1)
