@@ -269,3 +269,11 @@ def test_render_docstring_example_runs():
     module = importlib.import_module("graphnn.render")  # gn.render is the function of the same name
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_compiled_model_displays_inline_as_svg():
+    net = gn.lecture.regression_net()
+    model = gn.compile(net.graph, net.loss, target="reference")
+    svg = model._repr_svg_()
+    assert svg.lstrip().startswith(("<?xml", "<svg")) and "</svg>" in svg
+    assert "hidden" in svg and "tanh" in svg

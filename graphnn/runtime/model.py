@@ -188,6 +188,11 @@ class Model:
         """The generated source code (compiled targets)."""
         return self.backend.source
 
+    def _repr_svg_(self):
+        """Jupyter shows a compiled model as the picture of its graph."""
+        from .. import render
+        return render(self).svg()
+
     def export(self, path):
         """Write the generated module to ``path``: it needs only numpy and numba.
 
