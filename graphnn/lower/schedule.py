@@ -51,8 +51,8 @@ def _leaf_role(node):
         return "param"
     if node.kind == "constant":
         return "const"
-    if node.role == "optimizer":
-        return "hyper" if node.shape == () else "state"
+    if node.role == "optimizer":  # hyper-parameters are "optimizer::lr", slots "param::m"
+        return "hyper" if node.name.startswith("optimizer::") else "state"
     return "feed"
 
 
@@ -69,10 +69,7 @@ def _schedule(nodes, plans, users):
     order = {id(n): k for k, n in enumerate(nodes)}
     ops = [n for n in nodes if n.kind == "op"]
     deps = {id(n): {id(p) for p in n.inputs if p.kind == "op"} for n in ops}
-    for n in ops:
-        if n.role == "update":  # write a parameter only after everything that reads it
-            leaf = n.inputs[0]
-            deps[id(n)] |= {id(u) for u in users[id(leaf)] if u.role != "update"}
+    targets = _update_bundles(nodes, ops, users, deps)
     remaining = {id(n): len(deps[id(n)]) for n in ops}
     dependents = {id(n): [] for n in ops}
     for n in ops:
@@ -90,6 +87,12 @@ def _schedule(nodes, plans, users):
         for acc in plan.loads.values():
             if id(acc.node) in members and acc.index != plan.indices:
                 return False
+        if n.role == "update":  # an in-place write must not race a read of another element
+            written = targets[id(n)]
+            for m in current:
+                if any(id(acc.node) in written and acc.index != plans[id(m)].indices
+                       for acc in plans[id(m)].loads.values()):
+                    return False
         return True
 
     def done(n):
@@ -138,6 +141,34 @@ def _schedule(nodes, plans, users):
     if current:
         groups.append(current)
     return groups
+
+
+def _update_bundles(nodes, ops, users, deps):
+    """Order the in-place updates; returns update node id -> ids of the leaves its bundle writes.
+
+    The updates of one parameter (the parameter and its optimizer slots) form a bundle:
+    every rule reads the old values of all of them, so they get the same dependencies --
+    everything else that reads any of them -- and run in the same loop, where every
+    load comes before every store.
+    """
+    leaves = {n.name: n for n in nodes if n.kind in ("parameter", "input")}
+    bundles = {}
+    for n in ops:
+        if n.role == "update":
+            target = leaves[n.attr("update_of")]
+            bundles.setdefault(target.name.split("::")[0], []).append((n, target))
+    written = {}
+    for members in bundles.values():
+        own = {id(n) for n, _ in members}
+        shared = set()
+        for n, target in members:
+            shared |= deps[id(n)]
+            shared |= {id(u) for u in users[id(target)] if id(u) not in own}
+        leaf_ids = {id(target) for _, target in members}
+        for n, _ in members:
+            deps[id(n)] = set(shared)
+            written[id(n)] = leaf_ids
+    return written
 
 
 def lower(program, dtype="float32"):

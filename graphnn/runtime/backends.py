@@ -29,7 +29,8 @@ class ReferenceBackend:
         for buffer, node in program.updates.items():  # noqa: B007
             target = model.params if buffer in model.params else model.state
             np.copyto(target[buffer], values[node.name])
-        return {k: values[n.name] for k, n in program.outputs.items()}
+        # copies: an output may be a parameter array that later steps update in place
+        return {k: np.array(values[n.name]) for k, n in program.outputs.items()}
 
     def read_param(self, name):
         return self.model.params[name]

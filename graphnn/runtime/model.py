@@ -76,9 +76,11 @@ class Model:
     def _feeds(self, program, feeds, training=False):
         # fast path: feeds with the names, shapes and dtypes of an earlier call that was
         # fully checked pass straight through (a training step of a small net is a few us)
-        signature = (program, training, tuple((k, getattr(v, "shape", None), getattr(v, "dtype", None))
-                                              for k, v in feeds.items()))
-        known = self._feed_cache.get(signature)
+        # only arrays have a shape and dtype to key on; anything else takes the full check
+        cacheable = all(type(v) is np.ndarray for v in feeds.values())
+        signature = (program, training, tuple((k, v.shape, v.dtype) for k, v in feeds.items())
+                     ) if cacheable else None
+        known = self._feed_cache.get(signature) if cacheable else None
         if known is not None:
             names, batch = known
             return {k: _contiguous(feeds[k], self.dtype) for k in names}, batch
@@ -102,7 +104,7 @@ class Model:
                 out[k] = v
             else:
                 out[k] = np.ascontiguousarray(v, dtype=self.dtype)
-        if not has_random and set(out) <= set(feeds):
+        if cacheable and not has_random and set(out) <= set(feeds):
             self._feed_cache[signature] = (list(out), batch)
         return out, batch
 
