@@ -93,6 +93,7 @@ def test_no_gpu_and_no_simulator_is_a_clear_error():
 PTX_CHILD = r'''
 import re, sys, importlib.util
 import numpy as np
+np.row_stack = getattr(np, "row_stack", np.vstack)  # numba-cuda 0.30 on numpy 2.5
 from numba import cuda, types
 import graphnn as gn
 from graphnn.lower import lower, Contract
@@ -151,6 +152,8 @@ def test_float32_device_code_has_no_float64_ptx(tmp_path):
     """Compile every generated kernel to PTX for sm_90 (no GPU needed) and count f64 instructions."""
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     probe = subprocess.run([sys.executable, "-c",
+                            "import numpy as np\n"
+                            "np.row_stack = getattr(np, 'row_stack', np.vstack)  # numba-cuda 0.30 on numpy 2.5\n"
                             "from numba import cuda, types\n"
                             "def k(a):\n    pass\n"
                             "cuda.compile_ptx(k, types.void(types.float32[::1]), cc=(9, 0))\n"],
