@@ -56,7 +56,4 @@ def check_translatable(expr, op_name):
             f"op {op_name!r}: its SymPy body uses {cls.__name__}, which graphnn cannot "
             f"translate to code. Use SymPy's exp/log/tanh/erf/Abs/Piecewise/Max/Min..., "
             f"or add a stable primitive to graphnn.ops.primitives")
-    for p in expr.atoms(sp.Pow):
-        if p.exp.free_symbols and p.base.free_symbols:
-            continue  # x**y is fine: printed as a power
     return expr
