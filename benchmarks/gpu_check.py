@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 import graphnn as gn  # noqa: E402
-from workloads import data, graphnn_mlp, median_us, torch_mlp  # noqa: E402
+from workloads import data, graphnn_mlp, median_us, torch_step  # noqa: E402
 
 LINES = []
 SMOKE = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
@@ -101,17 +101,7 @@ def time_torch(sizes, act, loss, batch, reps):
     import torch
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    model, fn = torch_mlp(sizes, act, loss, device="cuda")
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    x, y = data(sizes, loss, batch)
-    x, y = torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda()
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        value = fn(model(x), y)
-        value.backward()
-        opt.step()
-        return value.item()
+    step = torch_step(sizes, act, loss, batch, device="cuda")
     return median_us(step, reps, warmup=5)      # step() reads the loss: it synchronises
 
 

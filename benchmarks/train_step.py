@@ -46,19 +46,10 @@ def worker_graphnn(reps):
 
 def worker_torch(reps):
     import torch
-    from workloads import WORKLOADS, data, torch_mlp
+    from workloads import WORKLOADS, torch_step
     torch.set_num_threads(os.cpu_count() or 1)
     for title, (sizes, act, loss, batch) in WORKLOADS.items():
-        model, fn = torch_mlp(sizes, act, loss)
-        opt = torch.optim.SGD(model.parameters(), lr=0.01)
-        x, y = (torch.from_numpy(a) for a in data(sizes, loss, batch))
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            value = fn(model(x), y)
-            value.backward()
-            opt.step()
-            return value.item()
+        step = torch_step(sizes, act, loss, batch)
         us = _median_us(step, reps if batch * sizes[1] < 10 ** 6 else max(reps // 10, 20))
         print(json.dumps({"workload": title, "us": us}), flush=True)
 

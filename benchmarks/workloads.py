@@ -79,3 +79,19 @@ def median_us(step, reps, warmup=10):
         step()
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1e6
+
+
+def torch_step(sizes, activation, loss, batch, device="cpu"):
+    """A PyTorch SGD training step of the workload that returns the loss (it synchronises)."""
+    import torch
+    model, fn = torch_mlp(sizes, activation, loss, device=device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = (torch.from_numpy(a).to(device) for a in data(sizes, loss, batch))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        value = fn(model(x), y)
+        value.backward()
+        opt.step()
+        return value.item()
+    return step

@@ -39,11 +39,10 @@ def dropout(x, rate=0.5, name="dropout"):
         return ops.mul(x, mask, name="dropout")
 
 
-def gaussian_noise(x, stddev=0.1, name="noise"):
-    """Noise injection on inputs or hidden activations: ``x + e``, e ~ N(0, stddev^2)
-    drawn in every training step; e = 0 in evaluation."""
+def _additive_noise(x, stddev, name, what):
+    """``x + e``, e ~ N(0, stddev^2) of x's shape: a random input drawn each training step, 0 in evaluation."""
     if stddev < 0:
-        raise GraphnnError(f"gaussian_noise {name!r}: stddev must be >= 0, got {stddev}")
+        raise GraphnnError(f"{what} {name!r}: stddev must be >= 0, got {stddev}")
     if stddev == 0:
         return x
     with _scope(x, name):
@@ -51,17 +50,17 @@ def gaussian_noise(x, stddev=0.1, name="noise"):
         return ops.add(x, noise, name="noisy")
 
 
+def gaussian_noise(x, stddev=0.1, name="noise"):
+    """Noise injection on inputs or hidden activations: ``x + e``, e ~ N(0, stddev^2)
+    drawn in every training step; e = 0 in evaluation."""
+    return _additive_noise(x, stddev, name, "gaussian_noise")
+
+
 def weight_noise(weight, stddev=0.01, name="weight_noise"):
     """Noise on weights: the layer reads ``W + e``, e ~ N(0, stddev^2) of W's shape drawn
     in every training step (one draw per step, shared by the batch); e = 0 in evaluation.
     The gradient still updates W itself."""
-    if stddev < 0:
-        raise GraphnnError(f"weight_noise {name!r}: stddev must be >= 0, got {stddev}")
-    if stddev == 0:
-        return weight
-    with _scope(weight, name):
-        noise = weight.graph.random("noise", weight.shape, "normal", std=stddev, eval=0.0)
-        return ops.add(weight, noise, name="noisy")
+    return _additive_noise(weight, stddev, name, "weight_noise")
 
 
 def weights(graph, trainable_only=True):
