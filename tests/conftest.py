@@ -7,6 +7,9 @@ import os
 
 if os.environ.get("GRAPHNN_TEST_REAL_GPU") != "1":
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+# compiled-vs-reference checks need the compiled kernels to run from the first call;
+# tests of the non-blocking path pass wait=False themselves
+os.environ.setdefault("GRAPHNN_WAIT", "1")
 
 import pytest  # noqa: E402
 

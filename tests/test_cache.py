@@ -12,9 +12,9 @@ CHILD = r"""
 import json, sys
 import graphnn as gn
 net = gn.lecture.regression_net(hidden_activation=sys.argv[1])
-model = gn.compile(net.graph, net.loss, optimizer=gn.SGD(lr=0.1), target="cpu", dtype="float64")
-if sys.argv[2] == "build":      # write the cache entry, compile no kernel
-    print(json.dumps({"path": str(model.backend.compiled.path)}))
+model = gn.compile(net.graph, net.loss, optimizer=gn.SGD(lr=0.1), target="cpu", dtype="float64", wait=True)
+if sys.argv[2] == "build":      # write the cache entries, compile no kernel
+    print(json.dumps({"path": str(model.backend.build("forward").generate())}))
     raise SystemExit
 x, y = gn.lecture.noisy_sine(16, seed=0)
 feeds = {"x": x, "y": y}
@@ -22,17 +22,20 @@ y_hat = model.forward(feeds)["y_hat"]
 loss, grads = model.loss_and_gradients(feeds)
 reference = gn.compile(net.graph, net.loss, target="reference", dtype="float64")
 ref_loss, ref_grads = reference.loss_and_gradients(feeds)
-compiled = model.backend.compiled
-dispatchers = [compiled.module.forward_serial, compiled.module.gradients_serial]
+builds = [model.backend.build("forward"), model.backend.build("gradients")]
+kernels = {fn for b in builds for fn in vars(b.module).values() if type(fn).__name__ == "CPUDispatcher"
+           and fn.__name__.startswith("_k_")}
 print(json.dumps({
-    "cache_hit": compiled.cache_hit,
-    "path": str(compiled.path),
+    "cache_hit": builds[0].cache_hit,
+    "path": str(builds[0].path),
+    "new_kernels": sum(b.new_kernels for b in builds),
+    "kernels": len(kernels),
     "y_hat": y_hat.ravel().tolist(),
     "loss": loss,
     "grads": {k: v.ravel().tolist() for k, v in grads.items()},
     "reference_error": max([abs(loss - ref_loss)] + [float(abs(grads[k] - ref_grads[k]).max()) for k in grads]),
-    "numba_cache_hits": sum(sum(d.stats.cache_hits.values()) for d in dispatchers),
-    "numba_cache_misses": sum(sum(d.stats.cache_misses.values()) for d in dispatchers),
+    "numba_cache_hits": sum(sum(d.stats.cache_hits.values()) for d in kernels),
+    "numba_cache_misses": sum(sum(d.stats.cache_misses.values()) for d in kernels),
 }))
 """
 
@@ -62,12 +65,14 @@ def same_values(a, b):
 def test_second_process_hits_the_cache(tmp_path):
     first = run_child(tmp_path)
     assert first["cache_hit"] is False
-    assert first["numba_cache_misses"] == 2
+    assert first["kernels"] > 4 and first["new_kernels"] == first["kernels"]
+    assert first["numba_cache_misses"] == first["kernels"] and first["numba_cache_hits"] == 0
     second = run_child(tmp_path)
-    assert second["cache_hit"] is True, "a new process recompiled a graph it had cached"
-    assert second["path"] == first["path"]
-    assert second["numba_cache_hits"] == 2 and second["numba_cache_misses"] == 0, \
+    assert second["cache_hit"] is True, "a new process regenerated a graph it had cached"
+    assert second["path"] == first["path"] and second["new_kernels"] == 0
+    assert second["numba_cache_hits"] == second["kernels"] == first["kernels"], \
         f"Numba recompiled in the second process: {second}"
+    assert second["numba_cache_misses"] == 0
     assert same_values(first, second)
 
 
@@ -75,19 +80,21 @@ def test_cache_dir_option_and_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("GRAPHNN_CACHE_DIR", str(tmp_path / "from_env"))
     net = gn.lecture.regression_net()
     model = gn.compile(net.graph, net.loss, target="cpu", dtype="float64")
-    assert model.backend.compiled.path.parent == tmp_path / "from_env"
+    assert model.backend.build("step").generate().parent == tmp_path / "from_env"
     explicit = gn.compile(net.graph, net.loss, target="cpu", dtype="float64", cache_dir=tmp_path / "explicit")
-    assert explicit.backend.compiled.path.parent == tmp_path / "explicit"
-    assert explicit.backend.compiled.cache_hit is False   # a new directory starts empty
+    assert explicit.backend.build("step").generate().parent == tmp_path / "explicit"
+    assert explicit.backend.build("step").cache_hit is False   # a new directory starts empty
 
 
 def _entry(tmp_path, net, **options):
     model = compile_cpu(net.graph, net.loss, cache_dir=tmp_path, **options)
-    return model.backend.compiled.cache_hit, model.backend.compiled.path
+    build = model.backend.build("step")
+    path = build.generate()
+    return build.cache_hit, path
 
 
 def test_changed_graph_gets_a_new_entry(tmp_path):
-    # building a model imports its module but compiles no kernel, so this test is cheap
+    # generating a program writes and imports its modules but compiles no kernel: cheap
     hit, path = _entry(tmp_path, gn.lecture.regression_net())
     assert not hit
     assert _entry(tmp_path, gn.lecture.regression_net()) == (True, path)
@@ -105,7 +112,7 @@ def test_changed_graph_gets_a_new_entry(tmp_path):
         assert not hit, f"changing the {what} hit the old cache entry"
         assert other not in paths, f"changing the {what} reused a cache file"
         paths.add(other)
-    assert set(tmp_path.glob("graphnn_*.py")) == paths
+    assert set(tmp_path.glob("graphnn_p_*.py")) == paths
 
 
 def test_a_wider_layer_changes_the_key(tmp_path):
@@ -117,7 +124,7 @@ def test_a_wider_layer_changes_the_key(tmp_path):
     for width in (2, 3):
         g, loss = net(width)
         model = compile_cpu(g, loss, cache_dir=tmp_path, dtype="float64")
-        keys.add(model.backend.compiled.path.name)
+        keys.add(model.backend.build("forward").generate().name)
     assert len(keys) == 2
 
 
@@ -127,35 +134,48 @@ def test_concurrent_compiles_both_succeed(tmp_path):
     assert first["path"] == second["path"]
     assert same_values(first, second)
     assert not list(tmp_path.glob("*.tmp")), "a temporary file was left behind"
-    assert disk.lookup(Path(first["path"]).stem[len("graphnn_"):], tmp_path) is not None
+    assert disk.lookup(Path(first["path"]).stem, tmp_path, prefix="") is not None
 
 
 def test_garbage_entry_is_rebuilt_in_a_new_process(tmp_path):
     path = Path(run_child(tmp_path, mode="build")["path"])
-    assert disk.lookup(path.stem[len("graphnn_"):], tmp_path) == path
-    path.write_text("this is not python ((((\n")
-    rebuilt = run_child(tmp_path)          # checks its values against the reference executor
-    assert rebuilt["cache_hit"] is False, "a garbage cache entry was used"
-    assert Path(rebuilt["path"]) == path
-    assert disk.lookup(path.stem[len("graphnn_"):], tmp_path) == path
+    assert disk.lookup(path.stem, tmp_path, prefix="") == path
+    kernel = tmp_path / (disk.imported_modules(path)[-1] + ".py")
+    for garbage in (path, kernel):          # the driver, then one of the kernels it imports
+        garbage.write_text("this is not python ((((\n")
+        rebuilt = run_child(tmp_path)          # checks its values against the reference executor
+        assert rebuilt["cache_hit"] is False, f"a garbage cache entry was used: {garbage.name}"
+        assert Path(rebuilt["path"]) == path
+        assert disk.lookup(garbage.stem, tmp_path, prefix="") == garbage
+
+
+def _mse_kernel(path):
+    """The cached kernel module holding the MSE derivative's constant 2."""
+    for name in disk.imported_modules(path):
+        if "_F(2.0)" in disk.read_source(path.parent / f"{name}.py"):
+            return path.parent / f"{name}.py"
+    raise AssertionError("no kernel holds the MSE derivative")
 
 
 def test_tampered_or_truncated_entry_fails_its_checksum(tmp_path):
     net = gn.lecture.regression_net()
     model = compile_cpu(net.graph, net.loss, cache_dir=tmp_path, dtype="float64")
-    path = model.backend.compiled.path
-    key = path.stem[len("graphnn_"):]
-    good = path.read_text()
-    assert good.startswith("# graphnn-checksum: ")
-    assert disk.lookup(key, tmp_path) == path
-    tampered = good.replace("_F(2.0)", "_F(3.0)")        # the MSE derivative, a plausible-looking edit
-    assert tampered != good
-    for broken in (tampered, good[: len(good) // 2], "", good.replace("# graphnn-checksum: ", "# ")):
-        path.write_text(broken)
-        assert disk.lookup(key, tmp_path) is None
-        again = compile_cpu(net.graph, net.loss, cache_dir=tmp_path, dtype="float64")
-        assert again.backend.compiled.cache_hit is False
-        assert path.read_text() == good, "the rebuilt entry differs from the original"
+    path = model.backend.build("gradients").generate()
+    kernel = _mse_kernel(path)
+    for entry, edit in ((kernel, ("_F(2.0)", "_F(3.0)")),     # a plausible-looking edit of a derivative
+                        (path, ("N)", "N + 1)"))):              # and of the driver's views
+        good = entry.read_text()
+        assert good.startswith("# graphnn-checksum: ")
+        assert disk.lookup(entry.stem, tmp_path, prefix="") == entry
+        tampered = good.replace(*edit)
+        assert tampered != good
+        for broken in (tampered, good[: len(good) // 2], "", good.replace("# graphnn-checksum: ", "# ")):
+            entry.write_text(broken)
+            assert disk.lookup(entry.stem, tmp_path, prefix="") is None
+            again = compile_cpu(net.graph, net.loss, cache_dir=tmp_path, dtype="float64")
+            build = again.backend.build("gradients")
+            assert build.generate() == path and build.cache_hit is False
+            assert entry.read_text() == good, "the rebuilt entry differs from the original"
 
 
 def test_store_is_atomic_and_leaves_no_temporaries(tmp_path):

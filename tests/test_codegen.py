@@ -91,20 +91,20 @@ def defined_functions(ir):
     return functions
 
 
-def double_arithmetic(dispatcher, owner):
-    """(function, line) pairs computing in double, in the functions whose name contains ``owner``
-    (the generated module: its kernels and scalar helpers; BLAS and Numba internals are left out)."""
+def double_arithmetic(dispatcher, *owners):
+    """(function, line) pairs computing in double, in the functions whose name contains an owner
+    (generated modules: a kernel and the scalar helpers; BLAS and Numba internals are left out)."""
     assert dispatcher.signatures, f"{dispatcher} never compiled: call it first"
     if sum(dispatcher.stats.cache_hits.values()):
         dispatcher.recompile()      # code loaded from Numba's cache cannot be inspected
     found, checked = [], 0
     for ir in dispatcher.inspect_llvm().values():
         for name, body in defined_functions(ir).items():
-            if owner not in name or name.startswith(("_ZN7cpython", "cfunc.")):
+            if not any(o in name for o in owners) or name.startswith(("_ZN7cpython", "cfunc.")):
                 continue    # the Python-boundary wrappers box and unbox Python floats as double
             checked += 1
             found += [(name[:70], line.strip()) for line in body if DOUBLE_ARITHMETIC.search(line)]
-    assert checked, f"no function of {owner!r} found in the IR of {dispatcher}"
+    assert checked, f"no function of {owners} found in the IR of {dispatcher}"
     return found
 
 
@@ -137,36 +137,49 @@ def _float32_dispatchers():
         _, _, feeds = op_group(group)
         model.forward(feeds)
         model.loss_and_gradients(feeds)
-        out += [(f"op group {group} {fn}", model, fn) for fn in ("forward_serial", "gradients_serial")]
+        out += [(f"op group {group}", model)]
     for which in sorted(INDEX_GRAPHS):
         feeds, model, _ = index_models(which, "float32")
         model.loss_and_gradients(feeds)
-        out.append((f"{which} gradients_serial", model, "gradients_serial"))
+        out.append((which, model))
     for net, optimizer in (("regression_net", "Adam"), ("classifier_net", "Momentum"),
                            ("softmax_classifier", "SGD")):
         model, _ = lecture_models(net, optimizer, "float32")
         model.step(lecture_data(net))
-        out.append((f"{net} {optimizer} step_serial", model, "step_serial"))
-    return [(label, getattr(m.backend.compiled.module, fn), m.backend.compiled.path.stem)
-            for label, m, fn in out]
+        out.append((f"{net} {optimizer}", model))
+    return [(f"{label} {name}", kernel, owners) for label, m in out for name, kernel, owners in kernels_of(m)]
+
+
+def kernels_of(model):
+    """(program, kernel dispatcher, (its module, the helpers module)) of every program that ran."""
+    helpers = model.backend.helpers_module(model.backend.printer())
+    out = []
+    for (name, _), build in model.backend._builds.items():
+        for kernel in {fn for fn, _, _ in build_calls(build)}:
+            out.append((name, kernel, (kernel.py_func.__module__, helpers)))
+    return out
+
+
+def build_calls(build):
+    return [(getattr(build.module, kernel), args, None) for kernel, args in build.meta["calls"]]
 
 
 def test_float32_kernels_do_no_float64_arithmetic():
-    failures = []
-    for label, dispatcher, owner in _float32_dispatchers():
-        found = double_arithmetic(dispatcher, owner)
+    failures, floats = [], []
+    for label, dispatcher, owners in _float32_dispatchers():
+        found = double_arithmetic(dispatcher, *owners)
         if found:
             failures.append(f"{label}:\n{_report(found)}")
-        ir = "\n".join(dispatcher.inspect_llvm().values())
-        assert FLOAT_ARITHMETIC.search(ir), f"{label}: no float arithmetic found; is this the kernel?"
+        floats.append(FLOAT_ARITHMETIC.search("\n".join(dispatcher.inspect_llvm().values())) is not None)
     assert not failures, "float64 arithmetic in float32 kernels:\n" + "\n\n".join(failures)
+    assert sum(floats) > len(floats) // 2, "few kernels do float arithmetic: are these the kernels?"
 
 
 def test_float64_kernels_are_seen_computing_in_double():
     model, _ = lecture_models("regression_net", "SGD", "float64")
     model.step(lecture_data("regression_net"))
-    dispatcher = model.backend.compiled.module.step_serial
-    assert double_arithmetic(dispatcher, model.backend.compiled.path.stem)
+    found = [double_arithmetic(kernel, *owners) for _, kernel, owners in kernels_of(model)]
+    assert any(found)
 
 
 # -- readable source -----------------------------------------------------------------------------
@@ -241,8 +254,8 @@ def test_the_race_check_can_fail():
 
 
 def test_parallel_loops_never_accumulate_into_shared_elements():
-    sources = [index_models(which, "float64")[1].source for which in sorted(INDEX_GRAPHS)]
-    sources.append(lecture_models("softmax_classifier", "Momentum", "float64")[0].source)
+    sources = [index_models(which, "float64")[1].backend.source_of(parallel=True) for which in sorted(INDEX_GRAPHS)]
+    sources.append(lecture_models("softmax_classifier", "Momentum", "float64")[0].backend.source_of(parallel=True))
     for source in sources:
         assert "def gradients_parallel(" in source
         races = shared_accumulations(source)

@@ -4,6 +4,7 @@ float64 must agree to 1e-10 and float32 to 1e-5, relative to max(1, |reference|)
 are compiled in groups (see compile_support.op_group) but checked one op at a time.
 """
 import json
+import importlib
 import re
 import subprocess
 
@@ -155,20 +156,25 @@ def test_parallel_functions_match_serial_and_reference():
         assert_close(compiled.step(batch), reference.step(batch), "float64", f"loss of step {step}")
     for name, value in reference.get_params().items():
         assert_close(compiled.get_params()[name], value, "float64", name)
-    assert compiled.backend.compiled.module.step_parallel.signatures, "the parallel variant never ran"
+    build = compiled.backend.build("step", parallel=True)
+    assert build.stage in ("kernels", "compiled"), "the parallel variant never ran"
+    kernels = [fn for fn, _, _ in compiled.backend._plans[("step", 64)].bound.calls]
+    assert all(fn.targetoptions.get("parallel") for fn in kernels)
 
 
 def test_changing_the_learning_rate_does_not_recompile():
     compiled, reference = lecture_models("regression_net", "SGD", "float64")
-    module = compiled.backend.compiled.module
     feeds = lecture_data("regression_net")
     compiled.step(feeds)
     reference.step(feeds)
+    build = compiled.backend.build("step")
+    module = build.module
     compiled.optimizer.hyper["lr"] = reference.optimizer.hyper["lr"] = 0.5
     compiled.step(feeds)
     reference.step(feeds)
-    assert compiled.backend.compiled.module is module
-    assert len(module.step_serial.signatures) == 1
+    assert compiled.backend.build("step") is build and build.module is module
+    kernels = {fn for fn, _, _ in compiled.backend._plans[("step", len(feeds["x"]))].bound.calls}
+    assert kernels and all(len(fn.signatures) == 1 for fn in kernels)
     for name, value in reference.get_params().items():
         assert_close(compiled.get_params()[name], value, "float64", name)
 
@@ -204,7 +210,9 @@ TANH_GRID = np.linspace(-10, 10, 200001)
 
 def test_fast_tanh_helper_meets_its_documented_accuracy():
     compiled, _ = lecture_models("regression_net", "Adam", "float32")
-    fast_tanh = compiled.backend.compiled.module.fast_tanh
+    backend = compiled.backend
+    helpers = importlib.import_module(backend.helpers_module(backend.printer()))
+    fast_tanh = helpers.fast_tanh
     x = TANH_GRID.astype(np.float32)
     error = np.abs(np.array([fast_tanh(v) for v in x]) - np.tanh(x.astype(np.float64)))
     bound = _documented_fast_tanh_bound()
@@ -272,9 +280,8 @@ def _feed_error_model(tmp_path):
 
 
 def _compiled_signatures(model):
-    module = model.backend.compiled.module
-    return {name: getattr(module, name).signatures
-            for name in ("forward_serial", "gradients_serial", "step_serial")}
+    """Programs whose build started (nothing is generated or compiled before a call gets through)."""
+    return model.compile_status()
 
 
 def test_bad_feeds_raise_feed_error_before_any_kernel_runs(tmp_path):
@@ -298,7 +305,7 @@ def test_bad_feeds_raise_feed_error_before_any_kernel_runs(tmp_path):
     assert not any(_compiled_signatures(model).values()), "a kernel compiled or ran before the error"
     before = model.get_params()
     model.step({"x": x, "y": y})       # the same model then runs: the errors above were the feeds' fault
-    assert _compiled_signatures(model)["step_serial"]
+    assert _compiled_signatures(model)["step"] in ("kernels", "compiled")
     assert any(np.any(model.get_params()[k] != v) for k, v in before.items())
 
 

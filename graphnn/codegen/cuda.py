@@ -14,6 +14,7 @@ into the same module, so the whole GPU program can be read in one file.
 """
 import numpy as np
 
+from ..lower.canonical import kernel_buffers
 from ..lower.ir import Contract, Fused
 from ..version import __version__
 from .kernels import extent_code, fused_body, index_guard
@@ -23,27 +24,6 @@ from .scalar import ScalarPrinter, helpers_source
 THREADS = 256
 SPLIT_ROWS = 64          # rows each thread sums in a split (atomic) reduction
 TILE, SUB = 64, 4        # SGEMM: block tile and per-thread sub-tile
-
-
-def _names_in(expr):
-    import sympy as sp
-    return {str(a.base.label) for a in expr.atoms(sp.Indexed)}
-
-
-def kernel_buffers(k):
-    """Buffer names a kernel reads or writes, in a stable order."""
-    if isinstance(k, Contract):
-        return [k.a, k.b, k.out]
-    names = set()
-    if isinstance(k, Fused):
-        for _, e in k.assigns:
-            names |= _names_in(e)
-        names |= {b for b, _ in k.stores}
-    else:
-        for t in k.terms:
-            names |= _names_in(t.expr)
-        names.add(k.out)
-    return sorted(names)
 
 
 def _decode(indices, shape, flat="_t"):

@@ -14,6 +14,13 @@ def extent_code(e):
     return "N" if e is None else str(int(e))
 
 
+def comment_text(text):
+    """``text`` made safe for one comment line: control characters (a newline would end
+    the comment and start code) are written as escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] if len(repr(c)) > 3 else "?"
+                   for c in str(text))
+
+
 def hoist_loads(assigns, stores):
     """Replace every load by a temporary read once at the top of the body.
 
@@ -85,7 +92,6 @@ def flat_buffers(kernel, shapes):
 def reduce_lines(kernel, printer, loop, indent):
     """A reduction: one accumulator per output element, inner loops over the reduced indices."""
     lines = []
-    pad = "    " * indent
     depth = indent
     for axis, (i, e) in enumerate(zip(kernel.out_indices, kernel.out_shape)):
         lines.append("    " * depth + loop(i, e, axis == 0))
@@ -112,7 +118,6 @@ def reduce_lines(kernel, printer, loop, indent):
     target = (f"{kernel.out}[{', '.join(str(i) for i in kernel.out_indices)}]"
               if kernel.out_indices else f"{kernel.out}[0]")
     lines.append(f"{inner}{target} = {' + '.join(total)}")
-    del pad
     return lines
 
 

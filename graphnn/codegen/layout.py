@@ -23,10 +23,6 @@ class Slot:
         stop = _affine(self.offset[0] + self.size[0], self.offset[1] + self.size[1])
         return start, stop
 
-    def resolve(self, n):
-        start = self.offset[0] + self.offset[1] * n
-        return start, start + self.size[0] + self.size[1] * n
-
 
 def _affine(const, per_n):
     if per_n == 0:

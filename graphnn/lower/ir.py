@@ -82,6 +82,3 @@ class KernelProgram:
     outputs: dict           # output name -> buffer name
     updates: dict           # buffer to update in place -> buffer name holding the new value
     dtype: str = "float32"
-
-    def buffers_with(self, role):
-        return [b for b in self.buffers.values() if b.role == role]

@@ -23,9 +23,6 @@ class Access:
     node: object
     index: tuple            # SymPy index expressions over the loop indices
 
-    def key(self):
-        return (id(self.node), self.index)
-
 
 @dataclass
 class Plan:

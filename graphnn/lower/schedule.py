@@ -22,15 +22,15 @@ from .pointwise import Access, plan_node
 RESERVED = {"np", "math", "N", "prange", "njit", "cuda", "params", "state", "work", "hyper",
             "numba", "range", "min", "max", "abs", "sum", "int", "float", "b", "t",
             "sigmoid", "softplus", "clamped_log", "clamped_reciprocal", "stop_gradient",
-            "fast_tanh", "sa", "sb", "tx", "ty", "tid", "row0", "col0", "M", "P", "K", "e", "r",
+            "fast_tanh", "fast_erf", "fast_exp", "_EXP2", "sa", "sb", "tx", "ty", "tid", "row0", "col0", "M", "P", "K", "e", "r",
             "c", "k0", "kk", "k_lo", "k_hi", "chunk", "split", "THREADS", "USE_CUBLAS"}
 # loop indices, temporaries and accumulators: i0, r1, c2, _l3, _acc0, a0, b1, acc01 ...
 GENERATED = re.compile(r"^(v_.*|(i|r|c|a|b|k|v|acc|_\w*)\d*)$")
 
 
 class _Names:
-    def __init__(self):
-        self.used = set(RESERVED)
+    def __init__(self, reserved=None):
+        self.used = set(RESERVED if reserved is None else reserved)
 
     def make(self, raw):
         base = re.sub(r"\W+", "_", raw).strip("_") or "v"
@@ -171,11 +171,14 @@ def _update_bundles(nodes, ops, users, deps):
     return written
 
 
-def lower(program, dtype="float32"):
-    """Lower a :class:`~graphnn.runtime.program.Program` to a :class:`KernelProgram`."""
+def lower(program, dtype="float32", reserved=None):
+    """Lower a :class:`~graphnn.runtime.program.Program` to a :class:`KernelProgram`.
+
+    ``reserved``: identifiers the target's printer uses itself (default: every
+    name any printer uses); buffers named after nodes avoid them."""
     nodes = program.nodes
     users = _consumers(nodes)
-    names = _Names()
+    names = _Names(reserved)
     buffers, buffer_of = {}, {}
 
     def add_buffer(node, role, raw=None):
@@ -260,7 +263,8 @@ def lower(program, dtype="float32"):
 
 def _comment(n):
     from ..graph.text import node_line
-    return node_line(n)
+    # node names and attributes are user text: one line, control characters escaped
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in node_line(n))
 
 
 def _load(acc, buffer_of):

@@ -1,95 +1,320 @@
-"""The CPU backend: lower, print, cache and call generated Numba code."""
+"""The CPU backend: generated kernels, compiled when a program first runs, never in the way.
+
+Each program (forward, gradients, step) is built on its first call, in
+stages (:class:`ProgramBuild`):
+
+1. *generate*: lower, print, and write the kernel and driver modules that
+   the disk cache lacks (a kernel that any graph compiled before is reused);
+2. *kernels*: every kernel is compiled or loaded from Numba's cache; a call
+   is then a short Python loop over the compiled kernels, bound once per
+   batch size to views of the flat arrays (:class:`BoundProgram`);
+3. *compiled*: where that loop's per-kernel call overhead is a measurable
+   share of a step (tiny layers), the driver is compiled too, in the
+   background, and replaces the loop.
+
+With ``wait=True`` the first call finishes stages 1-2 and then runs. With
+``wait=False`` they run in a background thread and calls do not wait: until
+the kernels are ready a call runs on the NumPy reference executor. Every
+path updates the same parameter and optimizer-state arrays in place, so
+switching between them is seamless.
+"""
+import atexit
+import queue
+import statistics
+import threading
+import time
+import warnings
+
 import numpy as np
 
-from ..graph.text import node_line
+from ..codegen.cpu import CPUPrinter, driver_module_source, standalone_source
 from ..lower import lower
-from ..codegen.cpu import print_model
 from . import cache as disk
-from .program import hyper_name
+from .backends import ReferenceBackend
+from .program import hyper_name, program_signature
 
 # Above this many elements per kernel, the parallel variant pays for its threads.
 PARALLEL_THRESHOLD = 1 << 15
+SCRATCH_BATCH = 2          # warm-up runs on scratch arrays of this many rows
+CALL_COST = 0.3e-6         # seconds a Python call of a compiled kernel costs (measured ~0.27 us)
+TIMED_CALLS = 5            # calls timed before deciding whether a compiled driver pays
+DRIVER_PAYS = 0.05         # compile the driver when the loop's call overhead exceeds 5 % of a call
 
 
-def program_signature(program):
-    """What a program computes, for the cache key (delta names excluded)."""
-    rows = []
-    for n in program.nodes:
-        label = node_line(n) if n.role in ("forward", "optimizer") else n.op_name
-        rows.append((n.key, label))
-    return (rows, sorted(program.outputs), sorted(program.updates))
+class _Worker:
+    """One background thread that runs build jobs in order.
+
+    At interpreter exit the queue is dropped and the job in progress finishes,
+    so no cache file is left half-written and what was compiled is kept."""
+
+    def __init__(self):
+        self.jobs = queue.Queue()
+        self.thread = None
+        self.closing = False
+        self.busy = threading.Lock()
+        atexit.register(self.close)
+
+    def submit(self, job):
+        if self.thread is None or not self.thread.is_alive():
+            self.thread = threading.Thread(target=self._loop, name="graphnn-compile", daemon=True)
+            self.thread.start()
+        self.jobs.put(job)
+
+    def _loop(self):
+        while True:
+            job = self.jobs.get()
+            if self.closing:
+                continue
+            with self.busy:
+                job()
+
+    def close(self):
+        self.closing = True
+        with self.busy:   # wait for the job in progress
+            pass
 
 
-class CompiledModule:
-    """Generated source of one model, its import, and the layout of its arrays."""
+WORKER = _Worker()
 
-    def __init__(self, model, target, printer_fn, cache_dir=None, fast_math=None, key_extra=()):
-        self.model = model
-        param_order = [(k, v.shape) for k, v in model.params.items()]
-        state_order = [(k, v.shape) for k, v in model.state.items()]
-        hyper_order = [(hyper_name(h), ()) for h in (*(model.optimizer.hyper if model.optimizer else ()), "t")]
-        key = disk.make_key(target, model.graph.name, model.dtype.name, fast_math, key_extra,
-                            param_order, state_order, hyper_order,
-                            [program_signature(p) for p in model.programs.values()])
-        path = disk.lookup(key, cache_dir)
+
+class BoundProgram:
+    """A program's kernel calls bound to views of the flat arrays at one batch size.
+
+    Calling it runs the kernels in order -- a Python loop over compiled
+    functions, so it needs no compile of its own. Only feeds change between
+    calls; every other argument is a view made here once."""
+
+    def __init__(self, build, params, state, hyper, batch):
+        meta, module = build.meta, build.module
+        const, per_n = meta["work"]
+        self.batch = batch
+        self.work = np.zeros(const + per_n * batch, dtype=params.dtype)
+        arrays = {"params": params, "state": state, "hyper": hyper, "work": self.work}
+        self.flat = arrays
+        views = {}
+        for buf, (array, offset, size, shape) in meta["slots"].items():
+            start = offset[0] + offset[1] * batch
+            stop = start + size[0] + size[1] * batch
+            full = tuple(batch if d is None else d for d in shape)
+            views[buf] = arrays[array][start:stop].reshape(full) if full else arrays[array][start:stop]
+        for name in meta["consts"]:
+            views[name] = getattr(module, f"_CONST_{name}")
+        feed_position = {buf: k for k, buf in enumerate(meta["feed_buffers"])}
+        self.calls = []
+        for kernel, args in meta["calls"]:
+            fn = getattr(module, kernel)
+            values = [views.get(a) for a in args] + [batch]
+            feeds = tuple((pos, feed_position[a]) for pos, a in enumerate(args) if a in feed_position)
+            self.calls.append((fn, tuple(values), feeds))
+        self.views = views
+
+    def __call__(self, *feeds):
+        for fn, args, fed in self.calls:
+            if fed:
+                args = list(args)
+                for pos, k in fed:
+                    args[pos] = feeds[k]
+            fn(*args)
+
+
+class ProgramBuild:
+    """The generated modules of one program and loop variant, built in stages."""
+
+    def __init__(self, backend, name, parallel):
+        self.backend, self.name, self.parallel = backend, name, parallel
+        self.stage = "reference"          # what a call can run now: reference, kernels, compiled
+        self.error = None
+        self.module = self.driver = self.meta = self.path = None
+        self.cache_hit = None             # True if the driver module came from the cache
+        self.new_kernels = 0              # kernel modules this build wrote
+        self.timings = {}                 # stage -> seconds
+        self.started = False
+        self.done = threading.Event()     # stages 1-2 finished (or failed)
+        self.driver_job = None            # threading.Event of the driver compile, once asked for
+        self._lock = threading.Lock()
+
+    def start(self, background):
+        """Build now (``background=False``) or queue the build; idempotent."""
+        with self._lock:
+            if self.started:
+                return
+            self.started = True
+        if background:
+            WORKER.submit(self.build)
+        else:
+            self.build()
+
+    def build(self):
+        try:
+            t0 = time.perf_counter()
+            self._generate()
+            t1 = time.perf_counter()
+            b = self.backend
+            scratch = BoundProgram(self, b.params_flat.copy(), b.state_flat.copy(), b.hyper.copy(),
+                                   SCRATCH_BATCH)
+            scratch(*self._scratch_feeds())   # compiles or loads every kernel
+            self.stage = "kernels"
+            self.timings.update(generate=t1 - t0, kernels=time.perf_counter() - t1)
+        except BaseException as exc:  # surfaces on the next call of the program
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def compile_driver(self, background):
+        """Compile the driver function itself (stage 3); idempotent."""
+        with self._lock:
+            if self.driver_job is not None:
+                return
+            self.driver_job = threading.Event()
+
+        def job():
+            try:
+                t0 = time.perf_counter()
+                b = self.backend
+                const, per_n = self.meta["work"]
+                work = np.zeros(const + per_n * SCRATCH_BATCH, dtype=b.model.dtype)
+                _compile_driver(self.driver, (*self._scratch_feeds(), b.params_flat.copy(),
+                                              b.state_flat.copy(), b.hyper.copy(), work, SCRATCH_BATCH))
+                self.stage = "compiled"
+                self.timings["driver"] = time.perf_counter() - t0
+            except BaseException as exc:  # the kernel loop keeps running: a driver is optional
+                self.timings["driver_error"] = repr(exc)
+            finally:
+                self.driver_job.set()
+        if background:
+            WORKER.submit(job)
+        else:
+            job()
+
+    def wait(self):
+        self.start(background=False)
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        if self.driver_job is not None:
+            self.driver_job.wait()
+
+    def generate(self):
+        """Stage 1 alone: write (or find) the program's modules and import them; compiles nothing."""
+        if self.module is None:
+            self._generate()
+        return self.path
+
+    def _generate(self):
+        b = self.backend
+        printer = b.printer(self.parallel)
+        program = b.model.programs[self.name]
+        key = disk.make_key("cpu", b.model.graph.name, printer.dtype, printer.fast_math, printer.variant,
+                            b.orders, program_signature(program))
+        disk.on_import_path(b.cache_dir)
+        path = disk.lookup(key, b.cache_dir, prefix="graphnn_p_")
+        if path is not None and not all(disk.lookup(name, b.cache_dir, prefix="")
+                                        for name in disk.imported_modules(path)):
+            path = None   # a kernel it imports is missing or fails its checksum: print it again
         self.cache_hit = path is not None
-        if path is None:
-            kprogs = [lower(p, model.dtype.name) for p in model.programs.values()]
-            source, meta = printer_fn(kprogs, model.dtype.name, f"graph {model.graph.name!r}",
-                                      param_order, state_order, hyper_order, fast_math=fast_math)
-            source += "\n_META = " + repr(_meta_literal(meta, kprogs)) + "\n"
-            path = disk.store(key, source, cache_dir)
+        module = None
+        if path is not None:
+            try:
+                module = disk.import_module(path)
+            except Exception:   # a kernel file it imports is missing or damaged: rebuild
+                module = None
+        if module is None:
+            source = b.program_source(self.name, printer)
+            helpers = b.helpers_module(printer)
+            written = [k.module for k in source.kernels
+                       if disk.store_module(k.module, k.module_source(helpers, printer.helper_names),
+                                            b.cache_dir)]
+            self.new_kernels = len(written)
+            path = disk.store(key, driver_module_source(printer, source, helpers, b.title),
+                              b.cache_dir, prefix="graphnn_p_")
+            disk.on_import_path(b.cache_dir)
+            module = disk.import_module(path, rewritten=[path.stem, *written])
         self.path = path
-        self.module = disk.import_module(path)
-        self.meta = self.module._META
-        self.hyper_order = [n for n, _ in hyper_order]
+        self.module = module
+        self.meta = module._META[self.name]
+        self.driver = getattr(module, f"{self.name}_{printer.variant}")
 
-    @property
-    def source(self):
-        return disk.read_source(self.path)
-
-
-def _meta_literal(meta, kprogs):
-    out = {}
-    for kprog in kprogs:
-        feeds, slots, work = meta[kprog.name]
-        outs = {}
-        for name, buf in kprog.outputs.items():
-            s = slots.get(buf)
-            if s is None:  # a constant output
-                value = float(np.asarray(kprog.buffers[buf].value))
-                outs[name] = ("const", value, None, ())
-            else:
-                outs[name] = (s.array, s.offset, s.size, s.shape)
-        feed_bufs = {b.name: b.node.name for b in kprog.buffers.values() if b.role == "feed"}
-        out[kprog.name] = {
-            "feeds": feeds, "outputs": outs, "work": work,
-            "slots": {k: (v.array, v.offset, v.size, v.shape) for k, v in slots.items()},
-            "feed_buffers": feed_bufs,
-            "feed_shapes": {b: kprog.buffers[b].shape for b in feed_bufs},
-            "consts": [b.name for b in kprog.buffers.values() if b.role == "const"],
-        }
-    return out
+    def _scratch_feeds(self):
+        meta, dtype = self.meta, self.backend.model.dtype
+        return [np.zeros(tuple(SCRATCH_BATCH if d is None else d for d in meta["feed_shapes"][buf]),
+                         dtype=dtype) for buf in meta["feed_buffers"]]
 
 
 class CPUBackend:
-    """Runs a model's programs through generated ``@njit`` functions."""
+    """Runs a model's programs through generated ``@njit`` kernels."""
 
     target = "cpu"
 
-    def __init__(self, model, cache_dir=None, fast_math=None, parallel=False):
+    def __init__(self, model, cache_dir=None, fast_math=None, parallel=False, wait=None):
         self.model = model
+        self.cache_dir = cache_dir
+        self.fast_math = fast_math
         self.parallel = parallel
-        self.compiled = CompiledModule(model, self.target, print_model, cache_dir, fast_math)
+        self.wait = default_wait() if wait is None else bool(wait)
+        self.title = f"graph {model.graph.name!r}"
+        self.orders = _orders(model)
+        self.hyper_order = [n for n, _ in self.orders[2]]
         self._flatten_buffers()
+        self._builds = {}
         self._plans = {}
+        self._reference = ReferenceBackend(model)
+        self._lowered = {}
+
+    # -- generated code --------------------------------------------------------------
+    def printer(self, parallel=None):
+        parallel = self.parallel is True if parallel is None else parallel
+        return CPUPrinter(self.model.dtype.name, self.fast_math, parallel)
+
+    def lowered(self, name, printer):
+        key = (name, printer.variant)
+        if key not in self._lowered:
+            self._lowered[key] = lower(self.model.programs[name], self.model.dtype.name,
+                                       reserved=printer.reserved)
+        return self._lowered[key]
+
+    def program_source(self, name, printer):
+        return printer.program(self.lowered(name, printer), *self.orders)
+
+    def helpers_module(self, printer):
+        name = "graphnn_h_" + disk.make_key("helpers", printer.dtype, printer.fast_math)
+        disk.store_module(name, printer.helpers_module_source(), self.cache_dir)
+        return name
+
+    def source_of(self, parallel=False):
+        """One module with every program of the model (what ``export`` writes)."""
+        printer = self.printer(parallel)
+        programs = [self.program_source(name, printer) for name in self.model.programs]
+        return standalone_source(printer, programs, self.title)
+
+    @property
+    def source(self):
+        return self.source_of(self.parallel is True)
+
+    # -- builds ------------------------------------------------------------------------
+    def build(self, name, parallel=None):
+        """The :class:`ProgramBuild` of a program (made on first use, not started)."""
+        parallel = self.parallel is True if parallel is None else parallel
+        key = (name, parallel)
+        if key not in self._builds:
+            self._builds[key] = ProgramBuild(self, name, parallel)
+        return self._builds[key]
+
+    def status(self):
+        """{program name: stage} for programs that were called: reference, kernels or compiled."""
+        return {name: b.stage for (name, _), b in self._builds.items() if b.started}
+
+    def wait_compiled(self, names=None):
+        """Finish building ``names`` (default: every program that was called)."""
+        for (name, _), b in list(self._builds.items()):
+            if (names is None and b.started) or (names is not None and name in names):
+                b.wait()
 
     def _flatten_buffers(self):
         """One flat array each for parameters and state; the model's dicts become views."""
         m = self.model
         self.params_flat = _flat(m.params, m.dtype)
         self.state_flat = _flat(m.state, m.dtype)
-        self.hyper = np.zeros(max(len(self.compiled.hyper_order), 1), dtype=m.dtype)
+        self.hyper = np.zeros(max(len(self.hyper_order), 1), dtype=m.dtype)
 
     def _plan(self, name, batch):
         """What a call of program ``name`` at this batch size needs, worked out once."""
@@ -97,35 +322,27 @@ class CPUBackend:
         plan = self._plans.get(key)
         if plan is not None:
             return plan
-        meta = self.compiled.meta[name]
         m = self.model
-        const, per_n = meta["work"]
-        work = np.zeros(const + per_n * batch, dtype=m.dtype)
-        width = max([s[2][0] + s[2][1] * batch for s in meta["slots"].values()] + [1])
-        parallel = self.parallel is True or (self.parallel == "auto" and width >= PARALLEL_THRESHOLD)
-        fn = getattr(self.compiled.module, f"{name}_{'parallel' if parallel else 'serial'}")
-        arrays = {"params": self.params_flat, "state": self.state_flat, "work": work, "hyper": self.hyper}
-        outputs = []
-        for oname, (array, offset, size, shape) in meta["outputs"].items():
-            if array == "const":
-                outputs.append((oname, np.asarray(offset, dtype=m.dtype), None))
-                continue
-            start = offset[0] + offset[1] * batch
-            stop = start + size[0] + size[1] * batch
-            full = tuple(batch if d is None else d for d in shape)
-            outputs.append((oname, arrays[array][start:stop].reshape(full), full))
-        hyper = [(k, h) for k, h in enumerate(self.compiled.hyper_order)]
-        plan = (fn, meta["feeds"], work, outputs, hyper)
+        parallel = self.parallel is True
+        if self.parallel == "auto":
+            width = max([_count(n.shape, batch) for n in m.programs[name].nodes] + [1])
+            parallel = width >= PARALLEL_THRESHOLD
+        build = self.build(name, parallel)
+        build.start(background=not self.wait)
+        if build.error is not None:
+            raise build.error
+        if build.stage == "reference":
+            return build          # still building in the background: no plan yet
+        plan = _Plan(build, BoundProgram(build, self.params_flat, self.state_flat, self.hyper, batch),
+                     self.hyper_order)
         self._plans[key] = plan
         return plan
 
     def run(self, name, feeds, batch):
-        fn, feed_names, work, outputs, hyper = self._plan(name, batch)
-        for k, h in hyper:
-            if h in feeds:
-                self.hyper[k] = feeds[h]
-        fn(*[feeds[f] for f in feed_names], self.params_flat, self.state_flat, self.hyper, work, batch)
-        return {oname: (view.copy() if full is not None else view) for oname, view, full in outputs}
+        plan = self._plan(name, batch)
+        if isinstance(plan, ProgramBuild):      # nothing compiled yet: the reference runs it
+            return self._reference.run(name, feeds, batch)
+        return plan.run(feeds, self)
 
     def read_param(self, name):
         return self.model.params[name]
@@ -133,9 +350,89 @@ class CPUBackend:
     def write_param(self, name, value):
         np.copyto(self.model.params[name], value)
 
-    @property
-    def source(self):
-        return self.compiled.source
+
+class _Plan:
+    """One program at one batch size: its bound kernel loop, outputs, and the driver decision."""
+
+    def __init__(self, build, bound, hyper_order):
+        self.build, self.bound = build, bound
+        self.feeds = build.meta["feeds"]
+        self.hyper = list(enumerate(hyper_order))
+        self.outputs = []
+        for oname, (array, offset, size, shape) in build.meta["outputs"].items():
+            if array == "const":
+                self.outputs.append((oname, np.asarray(offset, dtype=bound.work.dtype), None))
+                continue
+            start = offset[0] + offset[1] * bound.batch
+            stop = start + size[0] + size[1] * bound.batch
+            full = tuple(bound.batch if d is None else d for d in shape)
+            self.outputs.append((oname, bound.flat[array][start:stop].reshape(full), full))
+        self.times = []
+
+    def run(self, feeds, backend):
+        build = self.build
+        if build.error is not None:
+            raise build.error
+        for k, h in self.hyper:
+            if h in feeds:
+                backend.hyper[k] = feeds[h]
+        args = [feeds[f] for f in self.feeds]
+        if build.stage == "compiled":
+            build.driver(*args, backend.params_flat, backend.state_flat, backend.hyper,
+                         self.bound.work, self.bound.batch)
+        elif len(self.times) < TIMED_CALLS:
+            t0 = time.perf_counter()
+            self.bound(*args)
+            self.times.append(time.perf_counter() - t0)
+            if len(self.times) == TIMED_CALLS and _driver_pays(self.times, len(self.bound.calls)):
+                build.compile_driver(background=True)
+        else:
+            self.bound(*args)
+        return {oname: (view.copy() if full is not None else view) for oname, view, full in self.outputs}
+
+
+def _driver_pays(times, calls):
+    """True when the kernel loop's call overhead is more than DRIVER_PAYS of a call's time."""
+    return calls * CALL_COST > DRIVER_PAYS * statistics.median(times)
+
+
+DRIVER_OPT = int(__import__("os").environ.get("GRAPHNN_DRIVER_OPT", "1"))
+
+
+def _compile_driver(driver, args):
+    """Compile a driver with LLVM's module passes at DRIVER_OPT instead of -O3.
+
+    The kernels were optimised when they were compiled; re-running -O3 over every
+    kernel linked into the driver made it the slowest compile of a program."""
+    from numba.core import config
+    from numba.core.compiler_lock import global_compiler_lock
+    from numba.core.errors import NumbaWarning
+    with global_compiler_lock, warnings.catch_warnings():
+        # a driver that links BLAS calls cannot be cached by Numba; it is recompiled instead
+        warnings.simplefilter("ignore", NumbaWarning)
+        saved = config.OPT
+        config.OPT = type(saved)(DRIVER_OPT)
+        try:
+            driver(*args)
+        finally:
+            config.OPT = saved
+
+
+def default_wait():
+    """``wait`` when gn.compile is not told: the GRAPHNN_WAIT environment variable, else False."""
+    import os
+    return os.environ.get("GRAPHNN_WAIT", "0").strip().lower() in ("1", "true", "yes")
+
+
+def _orders(model):
+    param_order = [(k, v.shape) for k, v in model.params.items()]
+    state_order = [(k, v.shape) for k, v in model.state.items()]
+    hyper = (*(model.optimizer.hyper if model.optimizer else ()), "t")
+    return param_order, state_order, [(hyper_name(h), ()) for h in hyper]
+
+
+def _count(shape, batch):
+    return int(np.prod([batch if d is None else d for d in shape], dtype=np.int64))
 
 
 def _flat(arrays, dtype):

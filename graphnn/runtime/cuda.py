@@ -9,7 +9,60 @@ import numpy as np
 
 from ..codegen.cuda import print_model
 from ..errors import TargetError
-from .cpu import CompiledModule
+from ..lower import lower
+from . import cache as disk
+from .program import hyper_name, program_signature
+
+
+class CompiledModule:
+    """Generated source of one model (all its programs in one module), its import, and its layout."""
+
+    def __init__(self, model, target, printer_fn, cache_dir=None, fast_math=None, key_extra=()):
+        self.model = model
+        param_order = [(k, v.shape) for k, v in model.params.items()]
+        state_order = [(k, v.shape) for k, v in model.state.items()]
+        hyper_order = [(hyper_name(h), ()) for h in (*(model.optimizer.hyper if model.optimizer else ()), "t")]
+        key = disk.make_key(target, model.graph.name, model.dtype.name, fast_math, key_extra,
+                            param_order, state_order, hyper_order,
+                            [program_signature(p) for p in model.programs.values()])
+        path = disk.lookup(key, cache_dir)
+        self.cache_hit = path is not None
+        if path is None:
+            kprogs = [lower(p, model.dtype.name) for p in model.programs.values()]
+            source, meta = printer_fn(kprogs, model.dtype.name, f"graph {model.graph.name!r}",
+                                      param_order, state_order, hyper_order, fast_math=fast_math)
+            source += "\n_META = " + repr(_meta_literal(meta, kprogs)) + "\n"
+            path = disk.store(key, source, cache_dir)
+        self.path = path
+        self.module = disk.import_module(path)
+        self.meta = self.module._META
+        self.hyper_order = [n for n, _ in hyper_order]
+
+    @property
+    def source(self):
+        return disk.read_source(self.path)
+
+
+def _meta_literal(meta, kprogs):
+    out = {}
+    for kprog in kprogs:
+        feeds, slots, work = meta[kprog.name]
+        outs = {}
+        for name, buf in kprog.outputs.items():
+            s = slots.get(buf)
+            if s is None:  # a constant output
+                outs[name] = ("const", float(np.asarray(kprog.buffers[buf].value)), None, ())
+            else:
+                outs[name] = (s.array, s.offset, s.size, s.shape)
+        feed_bufs = {b.name: b.node.name for b in kprog.buffers.values() if b.role == "feed"}
+        out[kprog.name] = {
+            "feeds": feeds, "outputs": outs, "work": work,
+            "slots": {k: (v.array, v.offset, v.size, v.shape) for k, v in slots.items()},
+            "feed_buffers": feed_bufs,
+            "feed_shapes": {b: kprog.buffers[b].shape for b in feed_bufs},
+            "consts": [b.name for b in kprog.buffers.values() if b.role == "const"],
+        }
+    return out
 
 
 def _cuda():

@@ -70,6 +70,9 @@ class Model:
         # draws for random inputs (dropout masks, noise) in training mode
         self.rng = np.random.default_rng(self.graph.seed if seed is None else seed)
         from .backends import make_backend
+        wait = options.pop("wait", None)
+        if target == "cpu":
+            options["wait"] = wait
         self.backend = make_backend(target, self, **options)
 
     # -- feeding --------------------------------------------------------------
@@ -165,6 +168,33 @@ class Model:
         """Train on ``feeds`` (see :func:`graphnn.train.fit`)."""
         from ..train.fit import fit
         return fit(self, feeds, **kwargs)
+
+    def compile_status(self):
+        """{program: stage} of the programs called so far on the CPU target.
+
+        ``"reference"``: still compiling, calls run on the NumPy reference executor;
+        ``"kernels"``: kernels compiled, a Python driver calls them;
+        ``"compiled"``: the whole program is one compiled function.
+        Other targets report every program as ``"compiled"``."""
+        status = getattr(self.backend, "status", None)
+        if status is None:
+            return {name: "compiled" for name in self.programs}
+        return status()
+
+    def wait_compiled(self, programs=None):
+        """Block until the programs called so far (or ``programs``) are compiled.
+
+        >>> import graphnn as gn, numpy as np
+        >>> net = gn.lecture.regression_net()
+        >>> model = gn.compile(net.graph, net.loss, wait=False)
+        >>> _ = model.forward({"x": np.zeros((4, 1))})   # runs at once, compiles meanwhile
+        >>> model.wait_compiled(); model.compile_status()
+        {'forward': 'compiled'}
+        """
+        waiter = getattr(self.backend, "wait_compiled", None)
+        if waiter is not None:
+            waiter(programs)
+        return self
 
     def _need_loss(self):
         if self.loss_node is None:

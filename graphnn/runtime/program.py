@@ -34,6 +34,16 @@ class Program:
         return [n for n in self.nodes if n.kind == "parameter"]
 
 
+def program_signature(program):
+    """What a program computes, for cache keys (delta names excluded)."""
+    from ..graph.text import node_line
+    rows = []
+    for n in program.nodes:
+        label = node_line(n) if n.role in ("forward", "optimizer") else n.op_name
+        rows.append((n.key, label))
+    return (rows, sorted(program.outputs), sorted(program.updates))
+
+
 def slot_name(param, slot):
     return f"{param}::{slot}"
 

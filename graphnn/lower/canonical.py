@@ -1,0 +1,93 @@
+"""Canonical kernels: the same loop nest gets the same text, whatever the graph calls it.
+
+A kernel of the IR names buffers after graph nodes (``hidden0_tanh``) and
+its scalar temporaries after nodes too (``v_hidden0_tanh``). Two layers of
+one graph, two graphs, or two processes that need the same loop nest would
+then print different text and compile it twice. :func:`canonical_kernel`
+renames buffers to ``a0, a1, ...`` in order of first use and temporaries to
+``v0, v1, ...`` in order of assignment, and drops the comments; what is left
+depends only on the computation (its expressions, extents and dtype), so
+its printed text is a content key for the compiled function.
+
+Node names never reach a canonical kernel, so nothing a user names a node
+can collide with a helper or a generated identifier inside it.
+"""
+from dataclasses import replace
+
+import sympy as sp
+
+from .ir import Contract, Fused, Reduce
+
+
+def _indexed_names(expr):
+    """Buffer names in ``expr`` in order of a preorder traversal (stable for one structure)."""
+    out = []
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, sp.Indexed):
+            name = str(node.base.label)
+            if name not in out:
+                out.append(name)
+    return out
+
+
+def kernel_buffers(k):
+    """Buffer names a kernel reads or writes, in order of first use."""
+    if isinstance(k, Contract):
+        return list(dict.fromkeys([k.a, k.b, k.out]))
+    names = []
+    if isinstance(k, Fused):
+        for _, e in k.assigns:
+            names += _indexed_names(e)
+        names += [b for b, _ in k.stores]
+    else:
+        for t in k.terms:
+            names += _indexed_names(t.expr)
+        names.append(k.out)
+    return list(dict.fromkeys(names))
+
+
+def _rename(k, mapping):
+    bases = {sp.IndexedBase(old): sp.IndexedBase(new) for old, new in mapping.items()}
+    if isinstance(k, Contract):
+        return replace(k, a=mapping[k.a], b=mapping[k.b], out=mapping[k.out], comment="")
+    if isinstance(k, Fused):
+        return replace(k, assigns=[(s, e.xreplace(bases)) for s, e in k.assigns],
+                       stores=[(mapping[b], v) for b, v in k.stores], comments=[])
+    terms = [replace(t, expr=t.expr.xreplace(bases)) for t in k.terms]
+    return replace(k, out=mapping[k.out], terms=terms, comment="")
+
+
+def _rename_locals(k):
+    if not isinstance(k, Fused):
+        return k
+    local = {s: sp.Symbol(f"v{n}", real=True) for n, (s, _) in enumerate(k.assigns)}
+    return replace(k, assigns=[(local[s], e.xreplace(local)) for s, e in k.assigns],
+                   stores=[(b, v.xreplace(local)) for b, v in k.stores])
+
+
+def canonical_kernel(k):
+    """(kernel with canonical names, the original buffer names in argument order).
+
+    Renaming changes SymPy's argument order (``Add`` sorts its terms by name),
+    so the renaming is repeated until the order of first use stops changing;
+    two kernels that differ only in names end with the same text.
+    """
+    original = kernel_buffers(k)
+    k = _rename_locals(k)
+    names = original
+    for _ in range(4):
+        mapping = {name: f"a{n}" for n, name in enumerate(names)}
+        renamed = _rename(k, {old: mapping[old] for old in original})
+        order = kernel_buffers(renamed)
+        if order == [f"a{n}" for n in range(len(order))]:
+            return renamed, names
+        # put the buffers in the order the renamed kernel uses them and try again
+        back = {f"a{n}": name for n, name in enumerate(names)}
+        names = [back[a] for a in order]
+    mapping = {name: f"a{n}" for n, name in enumerate(names)}
+    return _rename(k, mapping), names
+
+
+def kernel_kind(k):
+    """A short word for what a kernel is, for comments and summaries."""
+    return {Fused: "fused", Contract: "contract", Reduce: "reduce"}[type(k)]
