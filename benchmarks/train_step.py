@@ -37,9 +37,12 @@ def worker_graphnn(reps):
     from workloads import WORKLOADS, data, graphnn_mlp
     for title, (sizes, act, loss, batch) in WORKLOADS.items():
         g, value = graphnn_mlp(sizes, act, loss)
-        model = gn.compile(g, value, optimizer=gn.SGD(lr=0.01))
+        model = gn.compile(g, value, optimizer=gn.SGD(lr=0.01), wait=True)
         x, y = data(sizes, loss, batch)
         feeds = {"x": x, "y": y}
+        for _ in range(10):      # past the timed first calls, then let a driver compile finish
+            model.step(feeds)
+        model.wait_compiled()
         us = _median_us(lambda: model.step(feeds), reps if batch * sizes[1] < 10 ** 6 else max(reps // 10, 20))
         print(json.dumps({"workload": title, "us": us}), flush=True)
 
@@ -103,13 +106,13 @@ def worker_compile(cache):
     from workloads import data, graphnn_mlp
     t1 = time.perf_counter()
     g, value = graphnn_mlp([784, 512, 512, 10], "relu", "ce")
-    model = gn.compile(g, value, optimizer=gn.SGD(lr=0.01), cache_dir=cache)
+    model = gn.compile(g, value, optimizer=gn.SGD(lr=0.01), cache_dir=cache, wait=True)
     x, y = data([784, 512, 512, 10], "ce", 256)
     t2 = time.perf_counter()
     model.step({"x": x, "y": y})
     t3 = time.perf_counter()
     print(json.dumps({"import_s": t1 - t0, "compile_s": t2 - t1, "first_step_s": t3 - t2,
-                      "cache_hit": model.backend.compiled.cache_hit}), flush=True)
+                      "cache_hit": model.backend.build("step").cache_hit}), flush=True)
 
 
 def worker_sgemm():

@@ -95,3 +95,33 @@ def torch_step(sizes, activation, loss, batch, device="cpu"):
         opt.step()
         return value.item()
     return step
+
+
+def random_dag(n_ops, seed=0, width=8):
+    """(graph, loss) of a random DAG of about ``n_ops`` op nodes over an 8-wide input.
+
+    Each new node applies a random op to one or two earlier nodes: activations,
+    arithmetic, and dense layers (a matrix product with its bias), so the graph
+    has fan-out, fan-in and contractions."""
+    import graphnn as gn
+    rng = np.random.default_rng(seed)
+    g = gn.Graph(f"random-dag-{n_ops}-{seed}", seed=seed)
+    x, y = g.input("x", (None, width)), g.input("y", (None, width))
+    nodes = [x]
+    unary = [gn.tanh, gn.sigmoid, gn.relu, gn.softplus, gn.gelu, gn.elu]
+    count = 0
+    while count < n_ops:
+        kind = rng.integers(0, 3)
+        a = nodes[-1]       # every node feeds the next: all of them reach the loss
+        if kind == 0:
+            nodes.append(unary[int(rng.integers(len(unary)))](a))
+            count += 1
+        elif kind == 1:
+            b = nodes[int(rng.integers(0, len(nodes)))]
+            nodes.append(gn.add(a, b) if rng.random() < 0.5 else gn.mul(a, b))
+            count += 1
+        else:
+            nodes.append(gn.dense(a, width, name=f"dense{len(nodes)}"))
+            count += 1
+    loss = gn.mse(nodes[-1], y)
+    return g, loss

@@ -35,7 +35,8 @@ def demo(args):
         print(f"   gradient check (central differences, float64): {'ok' if report.ok else 'FAILED'}, "
               f"max relative error {report.max_error:.1e}")
         reference = compile(net.graph, net.loss, target="reference", dtype="float32")
-        model = compile(net.graph, net.loss, target="cpu", dtype="float32", optimizer=optimizer)
+        model = compile(net.graph, net.loss, target="cpu", dtype="float32", optimizer=optimizer,
+                        wait=True)   # the comparison below is of the compiled kernels
         (l_ref, g_ref), (l_cpu, g_cpu) = reference.loss_and_gradients(feeds), model.loss_and_gradients(feeds)
         diff = max([abs(l_ref - l_cpu)] + [float(np.abs(g_ref[k] - g_cpu[k]).max()) for k in g_ref])
         ok &= diff < 1e-4

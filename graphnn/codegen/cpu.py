@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..lower.canonical import canonical_kernel
-from ..lower.ir import Contract, Fused
+from ..lower.canonical import canonical_kernel, structural_key
+from ..lower.ir import Contract, Fused, ReduceOrder
+from ..lower.target import CPU_PASSES
 from ..version import __version__
 from .fastmath import EXP2_TABLE, FAST_HELPERS, FAST_NAMES
-from .kernels import comment_text, extent_code, flat_buffers, fused_body, reduce_lines
+from .kernels import KernelPrinter, comment_text, extent_code
 from .layout import make_layout
-from .scalar import ScalarPrinter, helpers_source
+from .scalar import helpers_source
 
 # fast-math flags that keep NaN/inf semantics (GUIDE: same speed as fastmath=True)
 FASTMATH = "{'reassoc', 'contract', 'arcp', 'nsz'}"
@@ -59,19 +60,22 @@ class ProgramSource:
     driver: list              # lines: decorator, def, views, calls
     constants: list           # lines defining _CONST_* arrays
     meta: dict = field(default_factory=dict)   # layout, feeds, outputs and the calls in order
+    first_use: dict = field(default_factory=dict)   # kernel name -> the node line of its first call
 
 
-class CPUPrinter:
+class CPUPrinter(KernelPrinter):
     """Prints kernels and drivers for one dtype, math mode and loop variant."""
 
     target = "cpu"
+    passes = CPU_PASSES          # target passes run on the IR before printing
 
     def __init__(self, dtype, fast_math=None, parallel=False):
         self.dtype = np.dtype(dtype).name
         self.fast_math = (self.dtype == "float32") if fast_math is None else bool(fast_math)
         self.parallel = bool(parallel)
-        self.printer = ScalarPrinter(math_names=dict(FAST_NAMES) if self.fast_math else {})
+        super().__init__(math_names=dict(FAST_NAMES) if self.fast_math else {})
         self.variant = "parallel" if self.parallel else "serial"
+        self._printed = {}        # structural key of a canonical kernel -> KernelSource
 
     # -- the helpers: stable scalar primitives and fast float32 math ----------------
     @property
@@ -102,44 +106,48 @@ class CPUPrinter:
                          + self.helper_lines()) + "\n"
 
     # -- kernels -------------------------------------------------------------------
-    def kernel(self, k, shapes, salt=""):
+    def kernel(self, k, salt=""):
         """The :class:`KernelSource` of IR kernel ``k`` and the buffers it takes, in order."""
         canonical, args = canonical_kernel(k)
-        local_shapes = {f"a{n}": shapes[name] for n, name in enumerate(args)}
-        body = self.kernel_body(canonical, local_shapes)
+        key = structural_key(canonical)
+        if key in self._printed:      # a repeated layer: the same kernel, printed once
+            return self._printed[key], args
+        body = self.kernel_body(canonical)
         params = ", ".join([f"a{n}" for n in range(len(args))] + ["N"])
         extra = ", parallel=True" if self.parallel else ""
         text = "\n".join([KERNEL_DECORATOR.replace("{extra}", extra), f"def _k_KEY({params}):"]
                          + ["    " + line for line in body])
         digest = hashlib.sha256(f"{self.dtype}|{self.fast_math}|{salt}|{text}".encode()).hexdigest()
         name = f"_k_{digest[:16]}"
-        return KernelSource(name, text.replace("_k_KEY", name), f"graphnn_k_{digest[:24]}"), args
+        self._printed[key] = KernelSource(name, text.replace("_k_KEY", name), f"graphnn_k_{digest[:24]}")
+        return self._printed[key], args
 
-    def kernel_body(self, k, shapes):
+    def kernel_body(self, k):
         if isinstance(k, Fused):
-            return self.fused(k, shapes)
+            return self.fused(k)
         if isinstance(k, Contract):
             return self.contract(k)
-        return self.reduce(k)
+        if k.order is ReduceOrder.ROWS_OUTER:
+            return ["# rows outer: contiguous, vectorised inner loop; serial, so race-free"] + self.rows_outer(k)
+        return self.gather(k)
 
     def loop(self, index, extent, parallel):
         rng = "prange" if parallel and self.parallel else "range"
         return f"for {index} in {rng}({extent_code(extent)}):"
 
-    def fused(self, k, shapes):
+    def fused(self, k):
         if not k.indices:
-            return fused_body(k, self.printer)
-        flat = flat_buffers(k, shapes)
-        if flat is not None:
-            lines = [f"{name}_flat = {name}.reshape(-1)" for name in flat]
+            return self.fused_body(k)
+        if k.flat is not None:
+            lines = [f"{name}_flat = {name}.reshape(-1)" for name in k.flat]
             total = " * ".join(extent_code(e) for e in k.shape)
             lines.append(f"for _i in {'prange' if self.parallel else 'range'}({total}):")
-            return lines + ["    " + s for s in fused_body(k, self.printer, flat_index="_i")]
+            return lines + ["    " + s for s in self.fused_body(k, flat_index="_i")]
         lines, depth = [], 0
         for axis, (i, e) in enumerate(zip(k.indices, k.shape)):
             lines.append("    " * depth + self.loop(i, e, axis == 0))
             depth += 1
-        return lines + ["    " * depth + s for s in fused_body(k, self.printer)]
+        return lines + ["    " * depth + s for s in self.fused_body(k)]
 
     def contract(self, k):
         a = f"{k.a}.T" if k.trans_a else k.a
@@ -151,13 +159,16 @@ class CPUPrinter:
                       f"    {k.out}_flat[_i] *= {self.printer.doprint(k.scale)}"]
         return lines
 
-    def reduce(self, k):
-        if _rows_outer(k):
-            return ["# rows outer: contiguous, vectorised inner loop; serial, so race-free"
-                    ] + self._rows_outer(k)
-        return reduce_lines(k, self.printer, self.loop, 0)
+    def gather(self, k):
+        """One accumulator per output element; the first output axis may run in parallel."""
+        lines, depth = [], 0
+        for axis, (i, e) in enumerate(zip(k.out_indices, k.out_shape)):
+            lines.append("    " * depth + self.loop(i, e, axis == 0))
+            depth += 1
+        body = self.accumulate(k) + [self.reduce_store(k)]
+        return lines + ["    " * depth + line for line in body]
 
-    def _rows_outer(self, k):
+    def rows_outer(self, k):
         """A sum over the batch rows into a small output: accumulate row by row."""
         term = k.terms[0]
         (r, _), = term.reduce
@@ -179,7 +190,6 @@ class CPUPrinter:
     def program(self, kprog, param_order, state_order, hyper_order):
         """The :class:`ProgramSource` of one lowered program."""
         slots, work = make_layout(kprog, param_order, state_order, hyper_order)
-        shapes = {b.name: b.shape for b in kprog.buffers.values()}
         feeds = [b.name for b in kprog.buffers.values() if b.role == "feed"]
         fn_name = f"{kprog.name}_{self.variant}"
         deco = f"@njit(nogil=True, cache=True{', parallel=True' if self.parallel else ''})"
@@ -198,18 +208,19 @@ class CPUPrinter:
                 shape = b.value.shape if np.ndim(b.value) else (1,)
                 constants.append(f"_CONST_{b.name} = np.array({values!r}, dtype=np.{self.dtype})"
                                  f".reshape({shape!r})")
-        kernels, calls = {}, []
+        kernels, calls, first_use = {}, [], {}
         for k in kprog.kernels:
-            source, args = self.kernel(k, shapes)
+            source, args = self.kernel(k)
             kernels.setdefault(source.name, source)
             calls.append((source.name, tuple(args)))
             notes = k.comments if isinstance(k, Fused) else [k.comment]
+            first_use.setdefault(source.name, comment_text(notes[-1]) if notes else "")
             lines.append("")
             lines += [f"    # {comment_text(c)}" for c in notes]
             lines.append(f"    {source.name}({', '.join([*args, 'N'])})")
         meta = _meta(kprog, slots, work)
         meta["calls"] = calls
-        return ProgramSource(kprog.name, fn_name, list(kernels.values()), lines, constants, meta)
+        return ProgramSource(kprog.name, fn_name, list(kernels.values()), lines, constants, meta, first_use)
 
 
 def _meta(kprog, slots, work):
@@ -230,24 +241,6 @@ def _meta(kprog, slots, work):
         "feed_shapes": {b: kprog.buffers[b].shape for b in feed_bufs},
         "consts": [b.name for b in kprog.buffers.values() if b.role == "const"],
     }
-
-
-def _rows_outer(k):
-    """True for sum_r f(x[r, ...]) into an output without a batch axis, r leading every access."""
-    import sympy as sp
-    if len(k.terms) != 1 or not k.out_indices or None in k.out_shape:
-        return False
-    term = k.terms[0]
-    if term.combiner != "sum" or term.guard is not sp.true or len(term.reduce) != 1:
-        return False
-    (r, extent), = term.reduce
-    if extent is not None:
-        return False
-    for acc in term.expr.atoms(sp.Indexed):
-        idx = tuple(acc.indices)
-        if r in idx and idx[0] != r:
-            return False
-    return True
 
 
 def driver_module_source(printer, program, helpers_module, title):
@@ -276,7 +269,7 @@ def standalone_source(printer, programs, title):
         for k in program.kernels:
             if k.name not in seen:
                 seen.add(k.name)
-                lines += ["", "", k.text]
+                lines += ["", "", f"# first used for: {program.first_use.get(k.name, '')}", k.text]
     meta = {}
     for program in programs:
         lines += ["", ""] + program.constants + ["", ""] + program.driver

@@ -1,9 +1,9 @@
 """Printing kernel-IR loops as Python loop nests (shared by the CPU and CUDA printers).
 
-The loop printer knows the IR, not the ops: a fused body is hoisted loads,
+The printer base knows the IR, not the ops: a fused body is hoisted loads,
 scalar assignments and stores; a reduction is an accumulator per output
-element. Targets pass ``loop(axis_index, extent, parallel)`` to choose
-``prange`` or a thread index.
+element. Targets subclass :class:`KernelPrinter` and add loop headers
+(``prange`` or a thread index), matrix products and decorators.
 """
 import sympy as sp
 
@@ -36,18 +36,54 @@ def hoist_loads(assigns, stores):
     return loads, new_assigns
 
 
-def fused_body(kernel, printer: ScalarPrinter, flat_index=None):
-    """Statements of one iteration of a fused kernel."""
-    loads, assigns = hoist_loads(kernel.assigns, kernel.stores)
-    lines = []
-    for acc, sym in loads.items():
-        lines.append(f"{sym} = {_access(acc, flat_index, kernel)}")
-    for sym, e in assigns:
-        lines.append(f"{sym} = {printer.doprint(e)}")
-    for buf, sym in kernel.stores:
-        target = _store_target(buf, kernel, flat_index)
-        lines.append(f"{target} = {printer.doprint(sym)}")
-    return lines
+class KernelPrinter:
+    """What every target prints the same way: fused bodies and reduction accumulators.
+
+    A target subclass sets ``math_names`` (its fast or device math functions) and
+    prints loop headers, thread decoding, matrix products and decorators around
+    what this base prints; no op is named in either."""
+
+    def __init__(self, math_names=None):
+        self.printer = ScalarPrinter(math_names=math_names or {})
+
+    def fused_body(self, kernel, flat_index=None):
+        """Statements of one iteration of a fused kernel: loads, assignments, stores."""
+        loads, assigns = hoist_loads(kernel.assigns, kernel.stores)
+        lines = [f"{sym} = {_access(acc, flat_index, kernel)}" for acc, sym in loads.items()]
+        lines += [f"{sym} = {self.printer.doprint(e)}" for sym, e in assigns]
+        for buf, sym in kernel.stores:
+            lines.append(f"{_store_target(buf, kernel, flat_index)} = {self.printer.doprint(sym)}")
+        return lines
+
+    def accumulate(self, kernel, ranges=None):
+        """One accumulator per term of a reduction (``_acc0`` ...), each with its loops.
+
+        ``ranges``: {reduce index: range text} to restrict an index (a thread's chunk)."""
+        out = []
+        for n, term in enumerate(kernel.terms):
+            init = "_F(-np.inf)" if term.combiner == "max" else "_F(0.0)"
+            out.append(f"_acc{n} = {init}")
+            depth = 0
+            for r, e in term.reduce:
+                rng = (ranges or {}).get(r, f"range({extent_code(e)})")
+                out.append("    " * depth + f"for {r} in {rng}:")
+                depth += 1
+            if term.guard is not sp.true:
+                out.append("    " * depth + f"if {index_guard(term.guard)}:")
+                depth += 1
+            value = self.printer.doprint(term.expr)
+            if term.combiner == "max":
+                out.append("    " * depth + f"_acc{n} = max(_acc{n}, {value})")
+            else:
+                out.append("    " * depth + f"_acc{n} += {value}")
+        return out
+
+    @staticmethod
+    def reduce_store(kernel):
+        """The statement writing a reduction's output element: the sum of its accumulators."""
+        target = (f"{kernel.out}[{', '.join(str(i) for i in kernel.out_indices)}]"
+                  if kernel.out_indices else f"{kernel.out}[0]")
+        return f"{target} = {' + '.join(f'_acc{n}' for n in range(len(kernel.terms)))}"
 
 
 def _access(acc, flat_index, kernel):
@@ -62,63 +98,6 @@ def _store_target(buf, kernel, flat_index):
     if flat_index is not None:
         return f"{buf}_flat[{flat_index}]"
     return f"{buf}[{', '.join(str(i) for i in kernel.indices)}]"
-
-
-def flat_buffers(kernel, shapes):
-    """Buffers a fused kernel may walk as flat arrays, or None when it cannot.
-
-    A kernel is flattened when every load and store of a full-rank buffer uses
-    exactly the loop indices (no broadcast): one long vectorisable loop.
-    """
-    if len(kernel.indices) < 2:
-        return None
-    names = set()
-    for _, e in kernel.assigns:
-        for acc in e.atoms(sp.Indexed):
-            name = str(acc.base.label)
-            if tuple(acc.indices) == tuple(kernel.indices) and shapes[name] == kernel.shape:
-                names.add(name)
-            elif len(acc.indices) == 1 and acc.indices[0] == 0 and shapes[name] == ():
-                continue
-            else:
-                return None
-    for buf, _ in kernel.stores:
-        if shapes[buf] != kernel.shape:
-            return None
-        names.add(buf)
-    return sorted(names)
-
-
-def reduce_lines(kernel, printer, loop, indent):
-    """A reduction: one accumulator per output element, inner loops over the reduced indices."""
-    lines = []
-    depth = indent
-    for axis, (i, e) in enumerate(zip(kernel.out_indices, kernel.out_shape)):
-        lines.append("    " * depth + loop(i, e, axis == 0))
-        depth += 1
-    inner = "    " * depth
-    total = []
-    for t_no, term in enumerate(kernel.terms):
-        acc = f"_acc{t_no}"
-        init = "_F(-np.inf)" if term.combiner == "max" else "_F(0.0)"
-        lines.append(f"{inner}{acc} = {init}")
-        d = depth
-        for r, e in term.reduce:
-            lines.append("    " * d + f"for {r} in range({extent_code(e)}):")
-            d += 1
-        if term.guard is not sp.true:
-            lines.append("    " * d + f"if {index_guard(term.guard)}:")
-            d += 1
-        value = printer.doprint(term.expr)
-        if term.combiner == "max":
-            lines.append("    " * d + f"{acc} = max({acc}, {value})")
-        else:
-            lines.append("    " * d + f"{acc} += {value}")
-        total.append(acc)
-    target = (f"{kernel.out}[{', '.join(str(i) for i in kernel.out_indices)}]"
-              if kernel.out_indices else f"{kernel.out}[0]")
-    lines.append(f"{inner}{target} = {' + '.join(total)}")
-    return lines
 
 
 def index_guard(guard):

@@ -51,8 +51,9 @@ def _rename(k, mapping):
     if isinstance(k, Contract):
         return replace(k, a=mapping[k.a], b=mapping[k.b], out=mapping[k.out], comment="")
     if isinstance(k, Fused):
+        flat = None if k.flat is None else tuple(sorted(mapping[name] for name in k.flat))
         return replace(k, assigns=[(s, e.xreplace(bases)) for s, e in k.assigns],
-                       stores=[(mapping[b], v) for b, v in k.stores], comments=[])
+                       stores=[(mapping[b], v) for b, v in k.stores], comments=[], flat=flat)
     terms = [replace(t, expr=t.expr.xreplace(bases)) for t in k.terms]
     return replace(k, out=mapping[k.out], terms=terms, comment="")
 
@@ -86,6 +87,16 @@ def canonical_kernel(k):
         names = [back[a] for a in order]
     mapping = {name: f"a{n}" for n, name in enumerate(names)}
     return _rename(k, mapping), names
+
+
+def structural_key(k):
+    """A hashable key of a canonical kernel: equal keys print the same text."""
+    if isinstance(k, Contract):
+        return ("contract", k.a, k.b, k.out, k.trans_a, k.trans_b, k.scale)
+    if isinstance(k, Fused):
+        return ("fused", k.shape, tuple(k.assigns), tuple(k.stores), k.indices, k.flat)
+    terms = tuple((t.expr, t.reduce, t.combiner, t.guard) for t in k.terms)
+    return ("reduce", k.out, k.out_indices, k.out_shape, terms, k.order)
 
 
 def kernel_kind(k):

@@ -17,6 +17,7 @@ Extents are ints or ``None`` (the batch size, an argument at run time).
 Nothing here names a target.
 """
 from dataclasses import dataclass, field
+from enum import Enum
 
 import sympy as sp
 
@@ -43,6 +44,7 @@ class Fused:
     stores: list            # [(buffer name, sp.Symbol or expr)]
     comments: list = field(default_factory=list)   # one per node fused in
     indices: tuple = ()     # loop index symbols, one per axis of shape
+    flat: tuple = None      # set by flatten_loops: buffers walked as one flat loop
 
 
 @dataclass
@@ -65,6 +67,13 @@ class Term:
     guard: object = sp.true
 
 
+class ReduceOrder(Enum):
+    """How a reduction's loops are arranged (chosen by a target pass, see :mod:`.target`)."""
+    GATHER = "gather"            # one output element per (parallel) iteration, reduced axes inside
+    ROWS_OUTER = "rows_outer"    # batch rows outside, small output inside: contiguous, serial
+    SPLIT_ATOMIC = "split"       # batch rows split over threads, partial sums added atomically
+
+
 @dataclass
 class Reduce:
     out: str
@@ -72,6 +81,7 @@ class Reduce:
     out_shape: tuple
     terms: list
     comment: str = ""
+    order: ReduceOrder = ReduceOrder.GATHER
 
 
 @dataclass

@@ -33,6 +33,7 @@ class Plan:
     loads: dict = field(default_factory=dict)     # access symbol -> Access
     contract: object = None         # (a node, b node, trans_a, trans_b, scale)
     terms: list = field(default_factory=list)     # reduce: body terms over access symbols
+    product: str = None             # after split_epilogues: the scratch buffer of its matrix product
 
 
 def loop_indices(rank):

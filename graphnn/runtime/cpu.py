@@ -29,6 +29,7 @@ import numpy as np
 
 from ..codegen.cpu import CPUPrinter, driver_module_source, standalone_source
 from ..lower import lower
+from ..lower.target import run_passes
 from . import cache as disk
 from .backends import ReferenceBackend
 from .program import hyper_name, program_signature
@@ -39,6 +40,7 @@ SCRATCH_BATCH = 2          # warm-up runs on scratch arrays of this many rows
 CALL_COST = 0.3e-6         # seconds a Python call of a compiled kernel costs (measured ~0.27 us)
 TIMED_CALLS = 5            # calls timed before deciding whether a compiled driver pays
 DRIVER_PAYS = 0.05         # compile the driver when the loop's call overhead exceeds 5 % of a call
+MAX_DRIVER_CALLS = 400     # a driver's compile grows with its calls (~5 ms each): longer ones keep the loop
 
 
 class _Worker:
@@ -268,8 +270,8 @@ class CPUBackend:
     def lowered(self, name, printer):
         key = (name, printer.variant)
         if key not in self._lowered:
-            self._lowered[key] = lower(self.model.programs[name], self.model.dtype.name,
-                                       reserved=printer.reserved)
+            kprog = lower(self.model.programs[name], self.model.dtype.name, reserved=printer.reserved)
+            self._lowered[key] = run_passes(kprog, printer.passes)
         return self._lowered[key]
 
     def program_source(self, name, printer):
@@ -322,12 +324,7 @@ class CPUBackend:
         plan = self._plans.get(key)
         if plan is not None:
             return plan
-        m = self.model
-        parallel = self.parallel is True
-        if self.parallel == "auto":
-            width = max([_count(n.shape, batch) for n in m.programs[name].nodes] + [1])
-            parallel = width >= PARALLEL_THRESHOLD
-        build = self.build(name, parallel)
+        build = self.build(name, self._parallel_for(name, batch))
         build.start(background=not self.wait)
         if build.error is not None:
             raise build.error
@@ -337,6 +334,19 @@ class CPUBackend:
                      self.hyper_order)
         self._plans[key] = plan
         return plan
+
+    def prepare(self, name, batch):
+        """Start building program ``name`` for batches of ``batch`` rows (finish it if waiting).
+
+        Returns its :class:`ProgramBuild`; ``fit`` calls this to say what it compiles."""
+        self._plan(name, batch)
+        return self.build(name, self._parallel_for(name, batch))
+
+    def _parallel_for(self, name, batch):
+        if self.parallel == "auto":
+            width = max([_count(n.shape, batch) for n in self.model.programs[name].nodes] + [1])
+            return width >= PARALLEL_THRESHOLD
+        return self.parallel is True
 
     def run(self, name, feeds, batch):
         plan = self._plan(name, batch)
@@ -393,7 +403,7 @@ class _Plan:
 
 def _driver_pays(times, calls):
     """True when the kernel loop's call overhead is more than DRIVER_PAYS of a call's time."""
-    return calls * CALL_COST > DRIVER_PAYS * statistics.median(times)
+    return calls <= MAX_DRIVER_CALLS and calls * CALL_COST > DRIVER_PAYS * statistics.median(times)
 
 
 DRIVER_OPT = int(__import__("os").environ.get("GRAPHNN_DRIVER_OPT", "1"))

@@ -17,12 +17,12 @@ from .program import hyper_name, program_signature
 class CompiledModule:
     """Generated source of one model (all its programs in one module), its import, and its layout."""
 
-    def __init__(self, model, target, printer_fn, cache_dir=None, fast_math=None, key_extra=()):
+    def __init__(self, model, target, printer_fn, cache_dir=None, key_extra=()):
         self.model = model
         param_order = [(k, v.shape) for k, v in model.params.items()]
         state_order = [(k, v.shape) for k, v in model.state.items()]
         hyper_order = [(hyper_name(h), ()) for h in (*(model.optimizer.hyper if model.optimizer else ()), "t")]
-        key = disk.make_key(target, model.graph.name, model.dtype.name, fast_math, key_extra,
+        key = disk.make_key(target, model.graph.name, model.dtype.name, key_extra,
                             param_order, state_order, hyper_order,
                             [program_signature(p) for p in model.programs.values()])
         path = disk.lookup(key, cache_dir)
@@ -30,7 +30,7 @@ class CompiledModule:
         if path is None:
             kprogs = [lower(p, model.dtype.name) for p in model.programs.values()]
             source, meta = printer_fn(kprogs, model.dtype.name, f"graph {model.graph.name!r}",
-                                      param_order, state_order, hyper_order, fast_math=fast_math)
+                                      param_order, state_order, hyper_order)
             source += "\n_META = " + repr(_meta_literal(meta, kprogs)) + "\n"
             path = disk.store(key, source, cache_dir)
         self.path = path
@@ -85,9 +85,12 @@ class CUDABackend:
     target = "cuda"
 
     def __init__(self, model, cache_dir=None, fast_math=None, matmul="auto"):
+        if fast_math:
+            raise TargetError("fast_math is a CPU option: the CUDA target prints libm calls, which "
+                              "numba.cuda maps to the device's own math library")
         self.cuda = _cuda()
         self.model = model
-        self.compiled = CompiledModule(model, self.target, print_model, cache_dir, fast_math,
+        self.compiled = CompiledModule(model, self.target, print_model, cache_dir,
                                        key_extra=("matmul", matmul))  # one module per choice
         if matmul not in ("auto", "tiled", "cublas"):
             raise ValueError(f"matmul must be 'auto', 'tiled' or 'cublas', got {matmul!r}")

@@ -52,10 +52,10 @@ def hyper_name(name):
     return f"optimizer::{name}"
 
 
-def _leaf(graph, name, shape):
-    # optimizer slots and hyper-parameters are inputs the model feeds itself;
-    # they are not registered in graph.inputs so the user never sees them
-    return Node("input", None, (), {}, shape, None, name, graph, "optimizer", role="optimizer")
+def _leaf(graph, name, shape, feeds):
+    # optimizer slots ("state") and hyper-parameters ("hyper") are inputs the model feeds
+    # itself; they are not registered in graph.inputs so the user never sees them
+    return Node("input", None, (), {"feeds": feeds}, shape, None, name, graph, "optimizer", role="optimizer")
 
 
 def build_programs(graph, loss, outputs, optimizer, trainable):
@@ -70,17 +70,17 @@ def build_programs(graph, loss, outputs, optimizer, trainable):
     programs["gradients"] = Program("gradients", {"loss": loss, **{f"grad::{k}": v for k, v in grads.items()}})
     if optimizer is None:
         return programs
-    hyper = {h: _leaf(graph, hyper_name(h), ()) for h in (*optimizer.hyper, "t")}
+    hyper = {h: _leaf(graph, hyper_name(h), (), "hyper") for h in (*optimizer.hyper, "t")}
     updates = {}
     rule_ops = optimizer.ops()
     for name, grad in grads.items():
         param = params[name]
         leaves = {"p": param, "g": grad, **{h: hyper[h] for h in hyper}}
         for slot in optimizer.slots:
-            leaves[slot] = _leaf(graph, slot_name(name, slot), param.shape)
+            leaves[slot] = _leaf(graph, slot_name(name, slot), param.shape, "state")
         for buffer, op in rule_ops.items():
             target = name if buffer == "param" else slot_name(name, buffer)
-            node = Node("op", op, [leaves[a] for a in op.arg_names], {"update_of": target},
+            node = Node("op", op, [leaves[a] for a in op.arg_names], {"update_of": target, "parameter": name},
                         param.shape, param.dtype, f"update[{target}]", graph, param.scope, role="update")
             updates[target] = node
     programs["step"] = Program("step", {"loss": loss}, updates)

@@ -147,6 +147,32 @@ def _use_optimizer(model, optimizer):
     compiled.hyper.update(optimizer.hyper)
 
 
+def _compile_step(model, batch_size, verbose):
+    """Compile the training step before the first batch, saying so and how long it took.
+
+    Returns the build when it goes on in the background (``gn.compile(..., wait=False)``):
+    the first steps then run on the reference executor and ``fit`` says when they switch."""
+    prepare = getattr(model.backend, "prepare", None)
+    if prepare is None:
+        return None
+    if verbose:
+        print(f"compiling the training step of {model.graph.name!r} ...", end=" ", flush=True)
+    build = prepare("step", batch_size)
+    if build.stage == "reference":
+        if verbose:
+            print("in the background; the first steps run on the NumPy reference meanwhile", flush=True)
+        return build
+    if verbose:
+        print(f"done in {_took(build)}", flush=True)
+    return None
+
+
+def _took(build):
+    seconds = sum(v for v in build.timings.values() if isinstance(v, float))
+    reused = "" if build.cache_hit else f", {build.new_kernels} new kernel(s)"
+    return f"{seconds:.2f} s{reused}"
+
+
 def _improved(value, best, mode, min_delta):
     if best is None:
         return True
@@ -192,6 +218,7 @@ def fit(model, feeds, epochs=10, batch_size=32, shuffle=True, validation_data=No
     history = History()
     best, best_params, waited = None, None, 0
     batches = math.ceil(n / batch_size)
+    build = _compile_step(model, batch_size, verbose)   # before the bar: its ETA starts after it
     bar = tqdm(total=epochs * batches, disable=not verbose, unit="batch", dynamic_ncols=True, leave=True)
     try:
         for epoch in range(epochs):
@@ -204,6 +231,11 @@ def fit(model, feeds, epochs=10, batch_size=32, shuffle=True, validation_data=No
                 for name, fn in augmenters.items():
                     batch[name] = fn(batch[name], augment_rng)
                 total += model.step(batch) * len(rows)
+                if build is not None and build.stage != "reference":
+                    if verbose:
+                        bar.write(f"compiled the training step in the background in {_took(build)}; "
+                                  f"steps now run the compiled kernels")
+                    build = None
                 bar.update(1)
                 if b % 8 == 0 or b == batches - 1:
                     bar.set_postfix(loss=f"{total / min(n, (b + 1) * batch_size):.4g}", refresh=False)
