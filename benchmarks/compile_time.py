@@ -134,7 +134,7 @@ def worker_chain(n):
     build = model.backend.build("step")
     print(json.dumps({"n": n, "import_s": t1 - t0, "compiled_s": t2 - t1, **build.timings,
                       "kernel_calls": len(build.meta["calls"]),
-                      "distinct_kernels": len({k for k, _ in build.meta["calls"]})}), flush=True)
+                      "distinct_kernels": len({call[0] for call in build.meta["calls"]})}), flush=True)
 
 
 def spawn(args, cache=None):

@@ -4,7 +4,17 @@ Build a network as an explicit DAG, declare every op once as a SymPy body,
 derive the backward pass as delta nodes, evaluate it with the NumPy
 reference executor, and compile it to generated Numba code.
 """
-from .version import __version__
+import os as _os
+import sys as _sys
+
+# Numba colours its messages through colorama, which swaps sys.stdout and sys.stderr in and
+# out; done from graphnn's background compile thread, that races with anything that redirects
+# them in the main thread (doctest, pytest, contextlib.redirect_stdout) and loses its output.
+# Plain messages avoid it. (If numba is already imported, runtime/cpu.py does the same.)
+if "numba" not in _sys.modules:
+    _os.environ.setdefault("NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING", "1")
+
+from .version import __version__  # noqa: E402
 from .errors import (CacheError, DtypeError, FeedError, FileFormatError, GraphCycleError, GraphnnError,
                      ShapeError, TargetError, UnknownFunctionError)
 from .graph import Graph, Node, init, substitute, topological

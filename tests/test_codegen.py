@@ -161,7 +161,7 @@ def kernels_of(model):
 
 
 def build_calls(build):
-    return [(getattr(build.module, kernel), args, None) for kernel, args in build.meta["calls"]]
+    return [(getattr(build.module, kernel), args, None) for kernel, args, _ in build.meta["calls"]]
 
 
 def test_float32_kernels_do_no_float64_arithmetic():

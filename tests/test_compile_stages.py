@@ -48,7 +48,7 @@ def test_layers_of_one_graph_share_their_kernels(tmp_path):
     model = gn.compile(*_mlp("deep", "layer", 6), dtype="float64", cache_dir=tmp_path, wait=True)
     model.forward(_feeds())
     calls = model.backend.build("forward").meta["calls"]
-    assert len(calls) > len({kernel for kernel, _ in calls}) + 8, "six identical layers should share kernels"
+    assert len(calls) > len({kernel for kernel, _, _ in calls}) + 8, "six identical layers should share kernels"
 
 
 def test_only_the_programs_that_run_are_compiled(tmp_path):
@@ -110,3 +110,21 @@ def test_a_node_name_cannot_inject_code(tmp_path):
     assert_close(got, reference.predict({"x": np.ones((3, 2))}), "float64", "forward")
     assert not marker.exists(), "a node name ran as code"
     assert "\\nimport os" in model.source
+
+
+def test_a_background_compile_leaves_the_main_thread_s_stdout_alone(tmp_path):
+    import contextlib
+    import io
+    net = lecture_net("softmax_classifier")
+    model = gn.compile(net.graph, net.loss, dtype="float64", cache_dir=tmp_path, wait=False)
+    model.step(lecture_data("softmax_classifier"))       # starts compiling in the background
+    build = model.backend.build("step")
+    lost, rounds = 0, 0
+    while not build.done.is_set() or rounds < 50:
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            print("line", rounds)
+        lost += buffer.getvalue() != f"line {rounds}\n"
+        rounds += 1
+    model.wait_compiled()
+    assert rounds > 50 and lost == 0, f"{lost} of {rounds} redirected prints were lost"

@@ -93,7 +93,7 @@ class CPUPrinter(KernelPrinter):
         return (FAST_HELPERS + helpers) if self.fast_math else helpers
 
     def helper_lines(self):
-        deco = f"@njit(fastmath={FASTMATH}, error_model='numpy', cache=True)"
+        deco = f"@njit(inline='always', fastmath={FASTMATH}, error_model='numpy', cache=True)"
         lines = [f"_F = np.{self.dtype}", ""] + ([EXP2_TABLE] if self.fast_math else [])
         for h in self._helpers():
             lines += ["", "", deco, h.rstrip()]
@@ -114,7 +114,8 @@ class CPUPrinter(KernelPrinter):
             return self._printed[key], args
         body = self.kernel_body(canonical)
         params = ", ".join([f"a{n}" for n in range(len(args))] + ["N"])
-        extra = ", parallel=True" if self.parallel else ""
+        # parallel=True only where a prange loop was printed (Numba warns about the others)
+        extra = ", parallel=True" if any("prange(" in line for line in body) else ""
         text = "\n".join([KERNEL_DECORATOR.replace("{extra}", extra), f"def _k_KEY({params}):"]
                          + ["    " + line for line in body])
         digest = hashlib.sha256(f"{self.dtype}|{self.fast_math}|{salt}|{text}".encode()).hexdigest()
@@ -139,9 +140,10 @@ class CPUPrinter(KernelPrinter):
         if not k.indices:
             return self.fused_body(k)
         if k.flat is not None:
-            lines = [f"{name}_flat = {name}.reshape(-1)" for name in k.flat]
+            # the caller passes these buffers as flat 1-D arrays: a reshape inside the kernel
+            # hides their layout from LLVM, and the loop would not vectorise (6x slower, measured)
             total = " * ".join(extent_code(e) for e in k.shape)
-            lines.append(f"for _i in {'prange' if self.parallel else 'range'}({total}):")
+            lines = [f"for _i in {'prange' if self.parallel else 'range'}({total}):"]
             return lines + ["    " + s for s in self.fused_body(k, flat_index="_i")]
         lines, depth = [], 0
         for axis, (i, e) in enumerate(zip(k.indices, k.shape)):
@@ -192,7 +194,7 @@ class CPUPrinter(KernelPrinter):
         slots, work = make_layout(kprog, param_order, state_order, hyper_order)
         feeds = [b.name for b in kprog.buffers.values() if b.role == "feed"]
         fn_name = f"{kprog.name}_{self.variant}"
-        deco = f"@njit(nogil=True, cache=True{', parallel=True' if self.parallel else ''})"
+        deco = "@njit(nogil=True, cache=True)"     # its kernels carry parallel=True where they loop
         lines = [deco, f"def {fn_name}({', '.join([*feeds, 'params', 'state', 'hyper', 'work', 'N'])}):",
                  f'    """{kprog.name}: {len(kprog.kernels)} kernels."""']
         for name, slot in slots.items():
@@ -212,12 +214,14 @@ class CPUPrinter(KernelPrinter):
         for k in kprog.kernels:
             source, args = self.kernel(k)
             kernels.setdefault(source.name, source)
-            calls.append((source.name, tuple(args)))
+            flat = set(k.flat or ()) if isinstance(k, Fused) else set()
+            calls.append((source.name, tuple(args), tuple(n for n, a in enumerate(args) if a in flat)))
             notes = k.comments if isinstance(k, Fused) else [k.comment]
             first_use.setdefault(source.name, comment_text(notes[-1]) if notes else "")
             lines.append("")
             lines += [f"    # {comment_text(c)}" for c in notes]
-            lines.append(f"    {source.name}({', '.join([*args, 'N'])})")
+            passed = [f"{a}.reshape(-1)" if a in flat else a for a in args]
+            lines.append(f"    {source.name}({', '.join([*passed, 'N'])})")
         meta = _meta(kprog, slots, work)
         meta["calls"] = calls
         return ProgramSource(kprog.name, fn_name, list(kernels.values()), lines, constants, meta, first_use)

@@ -88,7 +88,7 @@ class KernelPrinter:
 
 def _access(acc, flat_index, kernel):
     if flat_index is not None and tuple(acc.indices) == tuple(kernel.indices):
-        return f"{acc.base.label}_flat[{flat_index}]"
+        return f"{acc.base.label}[{flat_index}]"   # the buffer is passed flat
     return f"{acc.base.label}[{', '.join(index_code(i) for i in acc.indices)}]"
 
 
@@ -96,7 +96,7 @@ def _store_target(buf, kernel, flat_index):
     if not kernel.indices:
         return f"{buf}[0]"
     if flat_index is not None:
-        return f"{buf}_flat[{flat_index}]"
+        return f"{buf}[{flat_index}]"
     return f"{buf}[{', '.join(str(i) for i in kernel.indices)}]"
 
 

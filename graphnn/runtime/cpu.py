@@ -58,6 +58,7 @@ class _Worker:
 
     def submit(self, job):
         if self.thread is None or not self.thread.is_alive():
+            _plain_numba_messages()
             self.thread = threading.Thread(target=self._loop, name="graphnn-compile", daemon=True)
             self.thread.start()
         self.jobs.put(job)
@@ -77,6 +78,23 @@ class _Worker:
 
 
 WORKER = _Worker()
+
+
+def _plain_numba_messages():
+    """Keep Numba's error formatting from swapping sys.stdout/sys.stderr (colorama) in a thread.
+
+    graphnn/__init__.py asks for plain messages through Numba's own environment variable when
+    it is imported first; when Numba was imported before graphnn, its colour shell is replaced
+    by one that does nothing, before any compile runs in the background."""
+    import numba.core.errors as errors
+    if hasattr(errors, "ColorShell"):
+        class _PlainShell:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+        errors.ColorShell = _PlainShell
 
 
 class BoundProgram:
@@ -103,10 +121,12 @@ class BoundProgram:
             views[name] = getattr(module, f"_CONST_{name}")
         feed_position = {buf: k for k, buf in enumerate(meta["feed_buffers"])}
         self.calls = []
-        for kernel, args in meta["calls"]:
+        for kernel, args, flat in meta["calls"]:
             fn = getattr(module, kernel)
-            values = [views.get(a) for a in args] + [batch]
-            feeds = tuple((pos, feed_position[a]) for pos, a in enumerate(args) if a in feed_position)
+            values = [views[a].reshape(-1) if pos in flat and a in views else views.get(a)
+                      for pos, a in enumerate(args)] + [batch]
+            feeds = tuple((pos, feed_position[a], pos in flat) for pos, a in enumerate(args)
+                          if a in feed_position)
             self.calls.append((fn, tuple(values), feeds))
         self.views = views
 
@@ -114,8 +134,8 @@ class BoundProgram:
         for fn, args, fed in self.calls:
             if fed:
                 args = list(args)
-                for pos, k in fed:
-                    args[pos] = feeds[k]
+                for pos, k, flat in fed:
+                    args[pos] = feeds[k].reshape(-1) if flat else feeds[k]
             fn(*args)
 
 
@@ -406,6 +426,11 @@ def _driver_pays(times, calls):
     return calls <= MAX_DRIVER_CALLS and calls * CALL_COST > DRIVER_PAYS * statistics.median(times)
 
 
+# A driver that links BLAS calls cannot be cached by Numba ("dynamic globals"); it is compiled
+# again in a new process. The warning says nothing a user can act on: silence it for drivers
+# only (catch_warnings would not be thread-safe in the background compile thread).
+warnings.filterwarnings("ignore", message="Cannot cache compiled function", module=r"graphnn_p_")
+
 DRIVER_OPT = int(__import__("os").environ.get("GRAPHNN_DRIVER_OPT", "1"))
 
 
@@ -416,10 +441,7 @@ def _compile_driver(driver, args):
     kernel linked into the driver made it the slowest compile of a program."""
     from numba.core import config
     from numba.core.compiler_lock import global_compiler_lock
-    from numba.core.errors import NumbaWarning
-    with global_compiler_lock, warnings.catch_warnings():
-        # a driver that links BLAS calls cannot be cached by Numba; it is recompiled instead
-        warnings.simplefilter("ignore", NumbaWarning)
+    with global_compiler_lock:
         saved = config.OPT
         config.OPT = type(saved)(DRIVER_OPT)
         try:
