@@ -128,3 +128,13 @@ def test_a_background_compile_leaves_the_main_thread_s_stdout_alone(tmp_path):
         rounds += 1
     model.wait_compiled()
     assert rounds > 50 and lost == 0, f"{lost} of {rounds} redirected prints were lost"
+
+
+def test_a_kernel_s_cache_name_changes_with_the_helpers_it_imports():
+    from graphnn.codegen.cpu import CPUPrinter
+    from graphnn.lower import lower
+    net = lecture_net("regression_net")
+    program = gn.compile(net.graph, net.loss, target="reference").programs["forward"]
+    kernel = next(k for k in lower(program).kernels if "tanh" in str(getattr(k, "assigns", "")))
+    names = {CPUPrinter("float32", helpers_module=h).kernel(kernel)[0].module for h in ("graphnn_h_a", "graphnn_h_b")}
+    assert len(names) == 2, "a kernel cached against old helpers would be reused with new ones"

@@ -69,8 +69,11 @@ class CPUPrinter(KernelPrinter):
     target = "cpu"
     passes = CPU_PASSES          # target passes run on the IR before printing
 
-    def __init__(self, dtype, fast_math=None, parallel=False):
+    def __init__(self, dtype, fast_math=None, parallel=False, helpers_module=""):
         self.dtype = np.dtype(dtype).name
+        # the module a kernel imports its helpers from is part of what the kernel is: a
+        # kernel's name hashes it, so changed helpers never meet a kernel cached before
+        self.helpers_module = helpers_module
         self.fast_math = (self.dtype == "float32") if fast_math is None else bool(fast_math)
         self.parallel = bool(parallel)
         super().__init__(math_names=dict(FAST_NAMES) if self.fast_math else {})
@@ -106,7 +109,7 @@ class CPUPrinter(KernelPrinter):
                          + self.helper_lines()) + "\n"
 
     # -- kernels -------------------------------------------------------------------
-    def kernel(self, k, salt=""):
+    def kernel(self, k):
         """The :class:`KernelSource` of IR kernel ``k`` and the buffers it takes, in order."""
         canonical, args = canonical_kernel(k)
         key = structural_key(canonical)
@@ -118,7 +121,7 @@ class CPUPrinter(KernelPrinter):
         extra = ", parallel=True" if any("prange(" in line for line in body) else ""
         text = "\n".join([KERNEL_DECORATOR.replace("{extra}", extra), f"def _k_KEY({params}):"]
                          + ["    " + line for line in body])
-        digest = hashlib.sha256(f"{self.dtype}|{self.fast_math}|{salt}|{text}".encode()).hexdigest()
+        digest = hashlib.sha256(f"{self.dtype}|{self.fast_math}|{self.helpers_module}|{text}".encode()).hexdigest()
         name = f"_k_{digest[:16]}"
         self._printed[key] = KernelSource(name, text.replace("_k_KEY", name), f"graphnn_k_{digest[:24]}")
         return self._printed[key], args
@@ -210,7 +213,8 @@ class CPUPrinter(KernelPrinter):
                 shape = b.value.shape if np.ndim(b.value) else (1,)
                 constants.append(f"_CONST_{b.name} = np.array({values!r}, dtype=np.{self.dtype})"
                                  f".reshape({shape!r})")
-        kernels, calls, first_use = {}, [], {}
+        kernels, calls, first_use, body = {}, [], {}, []
+        flat_names, used = {}, set(kprog.buffers) | self.reserved
         for k in kprog.kernels:
             source, args = self.kernel(k)
             kernels.setdefault(source.name, source)
@@ -218,13 +222,33 @@ class CPUPrinter(KernelPrinter):
             calls.append((source.name, tuple(args), tuple(n for n, a in enumerate(args) if a in flat)))
             notes = k.comments if isinstance(k, Fused) else [k.comment]
             first_use.setdefault(source.name, comment_text(notes[-1]) if notes else "")
-            lines.append("")
-            lines += [f"    # {comment_text(c)}" for c in notes]
-            passed = [f"{a}.reshape(-1)" if a in flat else a for a in args]
-            lines.append(f"    {source.name}({', '.join([*passed, 'N'])})")
+            body.append("")
+            body += [f"    # {comment_text(c)}" for c in notes]
+            passed = []
+            for a in args:
+                if a in flat and a in slots:      # the flat slice itself: no reshape at run time
+                    if a not in flat_names:
+                        flat_names[a] = _unique(f"{a}_flat", used)
+                    passed.append(flat_names[a])
+                else:
+                    passed.append(f"{a}.reshape(-1)" if a in flat else a)
+            body.append(f"    {source.name}({', '.join([*passed, 'N'])})")
+        for name, flat_name in flat_names.items():
+            start, stop = slots[name].code_range()
+            lines.append(f"    {flat_name} = {slots[name].array}[{start}:{stop}]")
+        lines += body
         meta = _meta(kprog, slots, work)
         meta["calls"] = calls
         return ProgramSource(kprog.name, fn_name, list(kernels.values()), lines, constants, meta, first_use)
+
+
+def _unique(name, used):
+    base, k = name, 1
+    while name in used:
+        k += 1
+        name = f"{base}_{k}"
+    used.add(name)
+    return name
 
 
 def _meta(kprog, slots, work):

@@ -45,9 +45,22 @@ def _total(shape):
     return " * ".join(extent_code(d) for d in shape) if shape else "1"
 
 
+# identifiers the CUDA module uses itself: module globals, launch helpers, SGEMM locals
+MODULE_NAMES = {"math", "numba", "np", "cuda", "_F", "_NT", "THREADS", "USE_CUBLAS", "_cupy", "_blocks",
+                "_bind", "_bind_contract", "_fill", "N", "b", "min", "max", "abs", "range", "int", "float"}
+SGEMM_LOCALS = {"sa", "sb", "tx", "ty", "tid", "row0", "col0", "M", "P", "K", "e", "r", "c", "k0", "kk",
+                "k_lo", "k_hi", "chunk", "split"}
+
+
 class CudaModulePrinter(KernelPrinter):
     target = "cuda"
     passes = CUDA_PASSES
+
+    @staticmethod
+    def reserved():
+        """Names a buffer must not take: the module's own, and those of the helpers it emits."""
+        helpers = {h.split("(")[0][len("def "):] for h in helpers_source()}
+        return MODULE_NAMES | SGEMM_LOCALS | helpers
 
     def __init__(self, dtype):
         self.dtype = np.dtype(dtype).name

@@ -305,7 +305,7 @@ PASSES = [plan_nodes, split_epilogues, fuse, assign_buffers, emit_kernels, elimi
 
 
 def lower(program, dtype="float32", reserved=None):
-    """Lower a :class:`~graphnn.runtime.program.Program` to a :class:`KernelProgram`.
+    """Lower a :class:`~graphnn.lower.program.Program` to a :class:`KernelProgram`.
 
     ``reserved``: identifiers the target's printer uses itself (default: every
     name any printer uses); buffers named after nodes avoid them."""

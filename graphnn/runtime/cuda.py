@@ -7,11 +7,11 @@ back (the loss of a training step is one scalar).
 """
 import numpy as np
 
-from ..codegen.cuda import print_model
+from ..codegen.cuda import CudaModulePrinter, print_model
 from ..errors import TargetError
 from ..lower import lower
 from . import cache as disk
-from .program import hyper_name, program_signature
+from ..lower.program import hyper_name, program_signature
 
 
 class CompiledModule:
@@ -28,7 +28,8 @@ class CompiledModule:
         path = disk.lookup(key, cache_dir)
         self.cache_hit = path is not None
         if path is None:
-            kprogs = [lower(p, model.dtype.name) for p in model.programs.values()]
+            reserved = CudaModulePrinter.reserved()
+            kprogs = [lower(p, model.dtype.name, reserved=reserved) for p in model.programs.values()]
             source, meta = printer_fn(kprogs, model.dtype.name, f"graph {model.graph.name!r}",
                                       param_order, state_order, hyper_order)
             source += "\n_META = " + repr(_meta_literal(meta, kprogs)) + "\n"

@@ -11,7 +11,7 @@ from ..graph.node import Graph, Node
 from ..graph.random import fill, is_random
 from ..graph.traverse import topological
 from ..reference.executor import check_feeds
-from .program import build_programs, hyper_name, slot_name
+from ..lower.program import build_programs, hyper_name, slot_name
 
 
 def _split_graph(graph_or_loss, loss, outputs):
