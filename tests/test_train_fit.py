@@ -113,3 +113,20 @@ def test_fit_takes_new_hyper_parameters_of_the_compiled_optimizer():
     assert model.optimizer.hyper["lr"] == 0.5
     with pytest.raises(ValueError, match="update rule"):
         model.fit({"x": x, "y": y}, epochs=1, optimizer=gn.Adam(), verbose=False)
+
+
+@pytest.mark.parametrize("wait", [True, False])
+def test_fit_says_what_it_compiles_before_the_progress_bar(tmp_path, capsys, wait):
+    g, loss = mlp_graph(seed=3)
+    model = gn.compile(g, loss, optimizer=gn.Adam(lr=0.05), cache_dir=tmp_path, wait=wait)
+    x, y = classification_data(n=40, seed=3)
+    history = model.fit({"x": x, "y": y}, epochs=2, batch_size=16, verbose=True)
+    out = capsys.readouterr().out
+    assert f"compiling the training step of {g.name!r}" in out
+    if wait:   # compiled before the first batch: the bar's ETA counts training only
+        assert "done in" in out and "new kernel(s)" in out
+        assert model.compile_status()["step"] in ("kernels", "compiled")
+    else:
+        assert "in the background" in out and "NumPy reference" in out
+    model.wait_compiled()
+    assert len(history["loss"]) == 2 and np.isfinite(history["loss"][-1])

@@ -20,7 +20,6 @@ switching between them is seamless.
 """
 import atexit
 import queue
-import statistics
 import threading
 import time
 import warnings
@@ -433,7 +432,8 @@ class _Plan:
 
 def _driver_pays(times, calls):
     """True when the kernel loop's call overhead is more than DRIVER_PAYS of a call's time."""
-    return calls <= MAX_DRIVER_CALLS and calls * CALL_COST > DRIVER_PAYS * statistics.median(times)
+    # the fastest call: the first ones also pay for cold caches and page faults
+    return calls <= MAX_DRIVER_CALLS and calls * CALL_COST > DRIVER_PAYS * min(times)
 
 
 # A driver that links BLAS calls cannot be cached by Numba ("dynamic globals"); it is compiled
