@@ -138,3 +138,21 @@ def test_a_kernel_s_cache_name_changes_with_the_helpers_it_imports():
     kernel = next(k for k in lower(program).kernels if "tanh" in str(getattr(k, "assigns", "")))
     names = {CPUPrinter("float32", helpers_module=h).kernel(kernel)[0].module for h in ("graphnn_h_a", "graphnn_h_b")}
     assert len(names) == 2, "a kernel cached against old helpers would be reused with new ones"
+
+
+def test_a_redeclared_index_op_is_compiled_again(tmp_path):
+    feeds = {"x": np.array([[1.0, 2.0, 3.0]])}
+    results = []
+    for square in (False, True):
+        @gn.index_op
+        def rowop(x):
+            n, i = gn.indices("n i")
+            return (n,), gn.IndexSum(x[n, i] * x[n, i] if square else x[n, i], i)
+
+        g = gn.Graph("redeclared")
+        out = g.output("out", rowop(g.input("x", (None, 3))))
+        compiled = gn.compile(g, outputs=out, dtype="float64", cache_dir=tmp_path, wait=True)
+        reference = gn.compile(g, outputs=out, dtype="float64", target="reference")
+        results.append(compiled.predict(feeds).tolist())
+        assert results[-1] == reference.predict(feeds).tolist()
+    assert results == [[6.0], [14.0]]

@@ -40,7 +40,10 @@ def program_signature(program):
     rows = []
     for n in program.nodes:
         label = node_line(n) if n.role in ("forward", "optimizer") else n.op_name
-        rows.append((n.key, label))
+        # an index op built by a function is keyed by its name; its body is what it computes
+        # (a redeclared op with the same name must not find the old compiled program)
+        body = str(n.op.node_body(n)) if n.kind == "op" and n.op.kind == "index" else None
+        rows.append((n.key, label, body))
     return (rows, sorted(program.outputs), sorted(program.updates))
 
 
