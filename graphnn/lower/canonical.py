@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import sympy as sp
 
-from .ir import Contract, Fused, Reduce
+from .ir import Contract, Fused
 
 
 def _indexed_names(expr):
@@ -98,7 +98,3 @@ def structural_key(k):
     terms = tuple((t.expr, t.reduce, t.combiner, t.guard) for t in k.terms)
     return ("reduce", k.out, k.out_indices, k.out_shape, terms, k.order)
 
-
-def kernel_kind(k):
-    """A short word for what a kernel is, for comments and summaries."""
-    return {Fused: "fused", Contract: "contract", Reduce: "reduce"}[type(k)]
