@@ -15,10 +15,9 @@ def extent_code(e):
 
 
 def comment_text(text):
-    """``text`` made safe for one comment line: control characters (a newline would end
-    the comment and start code) are written as escapes."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] if len(repr(c)) > 3 else "?"
-                   for c in str(text))
+    """``text`` made safe for one comment line (see :func:`graphnn.graph.text.one_line`)."""
+    from ..graph.text import one_line
+    return one_line(text)
 
 
 def hoist_loads(assigns, stores):

@@ -4,6 +4,12 @@ import networkx as nx
 from .node import format_shape
 
 
+def one_line(text):
+    """``text`` safe for one line of generated code's comments: control characters (a newline
+    would end a comment and start code) are written as escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def node_line(node):
     ins = ", ".join(p.name for p in node.inputs)
     attrs = {k: v for k, v in node.attrs if k != "value"}

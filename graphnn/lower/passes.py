@@ -318,9 +318,8 @@ def lower(program, dtype="float32", reserved=None):
 
 
 def _comment(n):
-    from ..graph.text import node_line
-    # node names and attributes are user text: one line, control characters escaped
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in node_line(n))
+    from ..graph.text import node_line, one_line
+    return one_line(node_line(n))     # node names and attributes are user text
 
 
 def _load(acc, buffer_of):
