@@ -58,42 +58,9 @@ def worker_torch(reps):
 
 
 def worker_jax(reps):
-    import jax
-    import jax.numpy as jnp
-    from workloads import WORKLOADS, data
-    acts = {"tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu,
-            "gelu": lambda v: jax.nn.gelu(v, approximate=False)}
+    from workloads import WORKLOADS, jax_step
     for title, (sizes, act, loss, batch) in WORKLOADS.items():
-        key = jax.random.PRNGKey(0)
-        params = []
-        for a, b in zip(sizes[:-1], sizes[1:]):
-            key, sub = jax.random.split(key)
-            params.append((jax.random.normal(sub, (a, b)) * (1 / a) ** 0.5, jnp.zeros(b)))
-
-        def forward(ps, x):
-            for W, b in ps[:-1]:
-                x = acts[act](x @ W + b)
-            W, b = ps[-1]
-            return x @ W + b
-
-        def loss_fn(ps, x, y):
-            out = forward(ps, x)
-            if loss == "mse":
-                return jnp.mean((out - y) ** 2)
-            if loss == "bce":
-                return jnp.mean(jax.nn.softplus(out) - out * y)
-            return -jnp.mean(jnp.sum(y * jax.nn.log_softmax(out), axis=1))
-
-        @jax.jit
-        def step(ps, x, y):
-            value, grads = jax.value_and_grad(loss_fn)(ps, x, y)
-            return [(W - 0.01 * gW, b - 0.01 * gb) for (W, b), (gW, gb) in zip(ps, grads)], value
-        x, y = (jnp.asarray(a) for a in data(sizes, loss, batch))
-        state = {"p": params}
-
-        def run():
-            state["p"], value = step(state["p"], x, y)
-            return float(value)
+        run = jax_step(sizes, act, loss, batch)
         us = _median_us(run, reps if batch * sizes[1] < 10 ** 6 else max(reps // 10, 20))
         print(json.dumps({"workload": title, "us": us}), flush=True)
 

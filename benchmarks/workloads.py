@@ -97,6 +97,42 @@ def torch_step(sizes, activation, loss, batch, device="cpu"):
     return step
 
 
+def jax_step(sizes, activation, loss, batch):
+    """A jitted JAX SGD training step of the workload: ``run()`` takes one step and returns
+    the loss as a float (it synchronises). The first call traces and compiles."""
+    import jax
+    import jax.numpy as jnp
+    acts = {"tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu,
+            "gelu": lambda v: jax.nn.gelu(v, approximate=False)}
+    key = jax.random.PRNGKey(0)
+    params = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        key, sub = jax.random.split(key)
+        params.append((jax.random.normal(sub, (a, b)) * (1 / a) ** 0.5, jnp.zeros(b)))
+
+    def loss_fn(ps, x, y):
+        for W, b in ps[:-1]:
+            x = acts[activation](x @ W + b)
+        out = x @ ps[-1][0] + ps[-1][1]
+        if loss == "mse":
+            return jnp.mean((out - y) ** 2)
+        if loss == "bce":
+            return jnp.mean(jax.nn.softplus(out) - out * y)
+        return -jnp.mean(jnp.sum(y * jax.nn.log_softmax(out), axis=1))
+
+    @jax.jit
+    def step(ps, x, y):
+        value, grads = jax.value_and_grad(loss_fn)(ps, x, y)
+        return [(W - 0.01 * gW, b - 0.01 * gb) for (W, b), (gW, gb) in zip(ps, grads)], value
+    x, y = (jnp.asarray(a) for a in data(sizes, loss, batch))
+    state = {"p": params}
+
+    def run():
+        state["p"], value = step(state["p"], x, y)
+        return float(value)
+    return run
+
+
 def random_dag(n_ops, seed=0, width=8):
     """(graph, loss) of a random DAG of about ``n_ops`` op nodes over an 8-wide input.
 

@@ -25,7 +25,7 @@ from ..lower.target import CPU_PASSES
 from ..version import __version__
 from .fastmath import EXP2_TABLE, FAST_HELPERS, FAST_NAMES
 from .kernels import KernelPrinter, comment_text, extent_code
-from .layout import make_layout
+from .layout import make_layout, program_meta
 from .scalar import helpers_source
 
 # fast-math flags that keep NaN/inf semantics (GUIDE: same speed as fastmath=True)
@@ -237,7 +237,7 @@ class CPUPrinter(KernelPrinter):
             start, stop = slots[name].code_range()
             lines.append(f"    {flat_name} = {slots[name].array}[{start}:{stop}]")
         lines += body
-        meta = _meta(kprog, slots, work)
+        meta = program_meta(kprog, slots, work)
         meta["calls"] = calls
         return ProgramSource(kprog.name, fn_name, list(kernels.values()), lines, constants, meta, first_use)
 
@@ -249,26 +249,6 @@ def _unique(name, used):
         name = f"{base}_{k}"
     used.add(name)
     return name
-
-
-def _meta(kprog, slots, work):
-    """Where each output, feed and slot of a program lives (a literal in the module)."""
-    outs = {}
-    for name, buf in kprog.outputs.items():
-        s = slots.get(buf)
-        if s is None:  # a constant output
-            outs[name] = ("const", float(np.asarray(kprog.buffers[buf].value)), None, ())
-        else:
-            outs[name] = (s.array, s.offset, s.size, s.shape)
-    feed_bufs = {b.name: b.node.name for b in kprog.buffers.values() if b.role == "feed"}
-    return {
-        "feeds": [b.node.name for b in kprog.buffers.values() if b.role == "feed"],
-        "outputs": outs, "work": work,
-        "slots": {k: (v.array, v.offset, v.size, v.shape) for k, v in slots.items()},
-        "feed_buffers": feed_bufs,
-        "feed_shapes": {b: kprog.buffers[b].shape for b in feed_bufs},
-        "consts": [b.name for b in kprog.buffers.values() if b.role == "const"],
-    }
 
 
 def driver_module_source(printer, program, helpers_module, title):

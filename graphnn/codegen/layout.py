@@ -59,3 +59,24 @@ def make_layout(kprog, param_order, state_order, hyper_order):
         slots[b.name] = Slot(b.name, "work", (const, per_n), size, b.shape)
         const, per_n = const + size[0], per_n + size[1]
     return slots, (const + 16, per_n)
+
+
+def program_meta(kprog, slots, work):
+    """Where each output, feed, slot and constant of a program lives: the ``_META`` literal
+    of a generated module, read by the backends and by users of an exported module."""
+    outs = {}
+    for name, buf in kprog.outputs.items():
+        s = slots.get(buf)
+        if s is None:  # a constant output
+            outs[name] = ("const", float(np.asarray(kprog.buffers[buf].value)), None, ())
+        else:
+            outs[name] = (s.array, s.offset, s.size, s.shape)
+    feed_bufs = {b.name: b.node.name for b in kprog.buffers.values() if b.role == "feed"}
+    return {
+        "feeds": list(feed_bufs.values()),
+        "outputs": outs, "work": work,
+        "slots": {k: (v.array, v.offset, v.size, v.shape) for k, v in slots.items()},
+        "feed_buffers": feed_bufs,
+        "feed_shapes": {b: kprog.buffers[b].shape for b in feed_bufs},
+        "consts": [b.name for b in kprog.buffers.values() if b.role == "const"],
+    }

@@ -280,6 +280,7 @@ class CPUBackend:
         self._plans = {}
         self._reference = ReferenceBackend(model)
         self._lowered = {}
+        self._sources = {}
 
     # -- generated code --------------------------------------------------------------
     def printer(self, parallel=None):
@@ -305,10 +306,12 @@ class CPUBackend:
         return printer.helpers_module
 
     def source_of(self, parallel=False):
-        """One module with every program of the model (what ``export`` writes)."""
-        printer = self.printer(parallel)
-        programs = [self.program_source(name, printer) for name in self.model.programs]
-        return standalone_source(printer, programs, self.title)
+        """One module with every program of the model (what ``export`` writes); printed once."""
+        if parallel not in self._sources:
+            printer = self.printer(parallel)
+            programs = [self.program_source(name, printer) for name in self.model.programs]
+            self._sources[parallel] = standalone_source(printer, programs, self.title)
+        return self._sources[parallel]
 
     @property
     def source(self):

@@ -8,6 +8,7 @@ back (the loss of a training step is one scalar).
 import numpy as np
 
 from ..codegen.cuda import CudaModulePrinter, print_model
+from ..codegen.layout import program_meta
 from ..errors import TargetError
 from ..lower import lower
 from . import cache as disk
@@ -45,25 +46,7 @@ class CompiledModule:
 
 
 def _meta_literal(meta, kprogs):
-    out = {}
-    for kprog in kprogs:
-        feeds, slots, work = meta[kprog.name]
-        outs = {}
-        for name, buf in kprog.outputs.items():
-            s = slots.get(buf)
-            if s is None:  # a constant output
-                outs[name] = ("const", float(np.asarray(kprog.buffers[buf].value)), None, ())
-            else:
-                outs[name] = (s.array, s.offset, s.size, s.shape)
-        feed_bufs = {b.name: b.node.name for b in kprog.buffers.values() if b.role == "feed"}
-        out[kprog.name] = {
-            "feeds": feeds, "outputs": outs, "work": work,
-            "slots": {k: (v.array, v.offset, v.size, v.shape) for k, v in slots.items()},
-            "feed_buffers": feed_bufs,
-            "feed_shapes": {b: kprog.buffers[b].shape for b in feed_bufs},
-            "consts": [b.name for b in kprog.buffers.values() if b.role == "const"],
-        }
-    return out
+    return {kprog.name: program_meta(kprog, *meta[kprog.name][1:]) for kprog in kprogs}
 
 
 def _cuda():
