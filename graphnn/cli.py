@@ -38,9 +38,12 @@ def demo(args):
         model = compile(net.graph, net.loss, target="cpu", dtype="float32", optimizer=optimizer,
                         wait=True)   # the comparison below is of the compiled kernels
         (l_ref, g_ref), (l_cpu, g_cpu) = reference.loss_and_gradients(feeds), model.loss_and_gradients(feeds)
-        diff = max([abs(l_ref - l_cpu)] + [float(np.abs(g_ref[k] - g_cpu[k]).max()) for k in g_ref])
-        ok &= diff < 1e-4
-        print(f"   compiled CPU kernels vs NumPy reference: max difference {diff:.1e}")
+        # relative to the size of each value: float32 sums of many rows differ in the last bits
+        # with the order of the additions (the lecture's softmax loss is a sum, about 338)
+        diff = max([abs(l_ref - l_cpu) / max(1.0, abs(l_ref))]
+                   + [float(np.abs(g_ref[k] - g_cpu[k]).max() / max(1.0, np.abs(g_ref[k]).max())) for k in g_ref])
+        ok &= diff < 1e-5
+        print(f"   compiled CPU kernels vs NumPy reference: max relative difference {diff:.1e}")
         history = model.fit(feeds, epochs=60, batch_size=32, metrics=[metric], verbose=False, seed=0)
         last = {k: v[-1] for k, v in history.history.items()}
         shown = ", ".join(f"{k} {v:.3f}" for k, v in last.items())

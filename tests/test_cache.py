@@ -65,7 +65,7 @@ def same_values(a, b):
 def test_second_process_hits_the_cache(tmp_path):
     first = run_child(tmp_path)
     assert first["cache_hit"] is False
-    assert first["kernels"] > 4 and first["new_kernels"] == first["kernels"]
+    assert first["kernels"] >= 2 and first["new_kernels"] == first["kernels"]
     assert first["numba_cache_misses"] == first["kernels"] and first["numba_cache_hits"] == 0
     second = run_child(tmp_path)
     assert second["cache_hit"] is True, "a new process regenerated a graph it had cached"

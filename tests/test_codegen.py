@@ -12,6 +12,7 @@ from numba import njit
 
 from compile_support import (INDEX_GRAPHS, PYTHON, assert_close, group_count, index_models, lecture_data,
                              lecture_models, op_group, op_group_models)
+from graphnn.codegen.cpu import CPUPrinter
 from graphnn.codegen.scalar import ScalarPrinter
 from graphnn.lower import Fused, lower
 from graphnn.lower.ir import BATCH
@@ -192,7 +193,7 @@ def regression_model():
 def test_source_names_nodes_and_formulas(regression_model):
     source = regression_model.source
     for text in ("hidden/tanh", "hidden/W", "output/z", "[tanh: tanh(x)]", "mse/square",
-                 "delta[hidden/z<-hidden/tanh]", "(matrix product)",
+                 "delta[hidden/z<-hidden/tanh]",
                  "def forward_serial(", "def gradients_serial(", "def step_serial(",
                  "hidden_W = params[", "hidden_tanh = work["):
         assert text in source, f"{text!r} missing from the generated source"
@@ -203,7 +204,7 @@ def test_every_kernel_is_commented_with_its_nodes(regression_model):
     source_comments = {line.strip() for line in regression_model.source.splitlines()
                        if line.strip().startswith("#")}
     for program in regression_model.programs.values():
-        kprog = lower(program, "float64")
+        kprog = lower(program, "float64", contractions=CPUPrinter.contractions)
         for kernel in kprog.kernels:
             comments = kernel.comments if isinstance(kernel, Fused) else [kernel.comment]
             assert comments and all(comments), f"{program.name}: a kernel without a comment: {kernel}"

@@ -18,9 +18,12 @@ import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
+import sympy as sp
 
 from ..lower.canonical import canonical_kernel, structural_key
-from ..lower.ir import Contract, Fused, ReduceOrder
+from ..lower.ir import Contract, Fused, ReduceOrder, Rows
+from ..lower.pointwise import Contractions
+from ..lower.program import hyper_name
 from ..lower.target import CPU_PASSES
 from ..version import __version__
 from .fastmath import EXP2_TABLE, FAST_HELPERS, FAST_NAMES
@@ -61,6 +64,7 @@ class ProgramSource:
     constants: list           # lines defining _CONST_* arrays
     meta: dict = field(default_factory=dict)   # layout, feeds, outputs and the calls in order
     first_use: dict = field(default_factory=dict)   # kernel name -> the node line of its first call
+    loop: list = field(default_factory=list)   # the training loop's lines (the step program only)
 
 
 class CPUPrinter(KernelPrinter):
@@ -68,6 +72,9 @@ class CPUPrinter(KernelPrinter):
 
     target = "cpu"
     passes = CPU_PASSES          # target passes run on the IR before printing
+    # products with at most 8 terms join their loop; weight gradients of at most 64 elements
+    # are sums over the rows (measured on the lecture nets: docs/performance.md)
+    contractions = Contractions(unroll_sum=8, small_product_out=64)
 
     def __init__(self, dtype, fast_math=None, parallel=False, helpers_module=""):
         self.dtype = np.dtype(dtype).name
@@ -131,6 +138,8 @@ class CPUPrinter(KernelPrinter):
             return self.fused(k)
         if isinstance(k, Contract):
             return self.contract(k)
+        if isinstance(k, Rows):
+            return self.rows(k)
         if k.order is ReduceOrder.ROWS_OUTER:
             return ["# rows outer: contiguous, vectorised inner loop; serial, so race-free"] + self.rows_outer(k)
         return self.gather(k)
@@ -172,6 +181,32 @@ class CPUPrinter(KernelPrinter):
             depth += 1
         body = self.accumulate(k) + [self.reduce_store(k)]
         return lines + ["    " * depth + line for line in body]
+
+    def rows(self, k):
+        """One pass over the batch rows: row values in registers, sums in scalar accumulators.
+
+        Values that do not change with the row (parameters) are read before the loop; the
+        pass is serial, so its sums are race-free."""
+        fixed, assigns = {}, []
+        for sym, e in k.assigns:
+            for acc in sorted(e.atoms(sp.Indexed), key=sp.default_sort_key):
+                if k.row not in acc.free_symbols and acc not in fixed:
+                    fixed[acc] = sp.Symbol(f"_l{len(fixed)}", real=True)
+        for _, e in k.sums:
+            for acc in sorted(e.atoms(sp.Indexed), key=sp.default_sort_key):
+                if k.row not in acc.free_symbols and acc not in fixed:
+                    fixed[acc] = sp.Symbol(f"_l{len(fixed)}", real=True)
+        lines = [f"{sym} = {self.printer.doprint(acc)}" for acc, sym in fixed.items()]
+        targets = list(dict.fromkeys(t for t, _ in k.sums))
+        acc_of = {t: f"_acc{n}" for n, t in enumerate(targets)}
+        lines += [f"{acc_of[t]} = _F(0.0)" for t in targets]
+        lines.append(f"for {k.row} in range(N):")
+        body = [f"{sym} = {self.printer.doprint(e.xreplace(fixed))}" for sym, e in k.assigns]
+        body += [f"{self.printer.doprint(t)} = {self.printer.doprint(v)}" for t, v in k.stores]
+        body += [f"{acc_of[t]} += {self.printer.doprint(e.xreplace(fixed))}" for t, e in k.sums]
+        lines += ["    " + line for line in body]
+        lines += [f"{self.printer.doprint(t)} = {acc_of[t]}" for t in targets]
+        return lines
 
     def rows_outer(self, k):
         """A sum over the batch rows into a small output: accumulate row by row."""
@@ -220,7 +255,7 @@ class CPUPrinter(KernelPrinter):
             kernels.setdefault(source.name, source)
             flat = set(k.flat or ()) if isinstance(k, Fused) else set()
             calls.append((source.name, tuple(args), tuple(n for n, a in enumerate(args) if a in flat)))
-            notes = k.comments if isinstance(k, Fused) else [k.comment]
+            notes = k.comments if isinstance(k, (Fused, Rows)) else [k.comment]
             first_use.setdefault(source.name, comment_text(notes[-1]) if notes else "")
             body.append("")
             body += [f"    # {comment_text(c)}" for c in notes]
@@ -236,10 +271,92 @@ class CPUPrinter(KernelPrinter):
         for name, flat_name in flat_names.items():
             start, stop = slots[name].code_range()
             lines.append(f"    {flat_name} = {slots[name].array}[{start}:{stop}]")
+        views = lines[3:]
         lines += body
         meta = program_meta(kprog, slots, work)
         meta["calls"] = calls
-        return ProgramSource(kprog.name, fn_name, list(kernels.values()), lines, constants, meta, first_use)
+        source = ProgramSource(kprog.name, fn_name, list(kernels.values()), lines, constants, meta, first_use)
+        if kprog.name == "step" and "loss" in meta["outputs"]:
+            source.loop = self.training_loop(kprog, source, views, [b for b in body if b.strip()
+                                                                    and not b.strip().startswith("#")],
+                                             [h for h, _ in hyper_order])
+            if not any(kind == "rows" for _, kind in meta["train"]["feeds"]):
+                source.loop = []          # nothing to take rows from: no loop
+                del meta["train"]
+        return source
+
+    def training_loop(self, kprog, source, views, calls, hyper_names):
+        """A compiled loop of training steps: the step program's kernels in a loop over batches.
+
+        The views into the flat arrays are made once; each step then gathers its rows of
+        the batched feeds through ``order`` into row buffers (which the kernels read under
+        the feeds' own names), takes the random inputs' pre-drawn values for that step,
+        sets the step counter ``t``, calls the step's kernels and stores the loss. Only
+        full batches run here (the row buffers fix the batch size); a last, smaller batch
+        is a plain step (see :mod:`graphnn.runtime.cpu`)."""
+        meta = source.meta
+        used = set(kprog.buffers) | self.reserved | {"order", "start", "steps", "t0", "losses", "s", "row",
+                                                       "lo", "src", "col", "t_step"}
+        kinds, args, rows, per_step, gathers, views_2d = [], [], [], [], [], []
+        for buf, node_name in meta["feed_buffers"].items():
+            node = kprog.buffers[buf].node
+            shape = meta["feed_shapes"][buf]
+            if node.kind == "input" and node.role == "random":
+                kinds.append((node_name, "drawn"))
+                draws = _unique(f"{buf}_draws", used)
+                args.append(draws)
+                per_step.append(f"        {buf} = {draws}[s]")
+            elif shape and shape[0] is None:
+                # the whole array arrives as (rows, width); copying element by element keeps
+                # the gather free of array views (each view costs two reference counts)
+                kinds.append((node_name, "rows"))
+                data = _unique(f"{buf}_data", used)
+                args.append(data)
+                rows.append(buf)
+                width = int(np.prod(shape[1:], dtype=np.int64))
+                target = buf
+                if len(shape) != 2:
+                    target = _unique(f"{buf}_2d", used)
+                    views_2d.append(f"    {target} = {buf}.reshape((N, {width}))")
+                gathers += [f"            for col in range({width}):",
+                            f"                {target}[row, col] = {data}[src, col]"]
+            else:
+                kinds.append((node_name, "fixed"))
+                args.append(buf)
+        loss = meta["outputs"]["loss"]
+        if loss[0] == "const":
+            read = repr(float(loss[1]))
+        else:
+            array, (const, per_n) = loss[0], loss[1]
+            read = f"{array}[{_affine_code(const, per_n, 'N')}]"
+        t = hyper_names.index(hyper_name("t")) if hyper_name("t") in hyper_names else None
+        name = f"train_{self.variant}"
+        meta["train"] = {"function": name, "feeds": kinds}
+        signature = ", ".join([*args, "order", "start", "steps", "t0", "losses", *rows,
+                               "params", "state", "hyper", "work"])
+        lines = ["@njit(nogil=True, cache=True)", f"def {name}({signature}):",
+                 f'    """{source.name} in a loop: step s trains on rows order[start + s*N:][:N] '
+                 f'(N: the row buffers\' length); losses[s] is its loss."""',
+                 f"    N = {rows[0] if rows else 'order'}.shape[0]", *views, *views_2d,
+                 "    t_step = float(t0)", "    for s in range(steps):", "        lo = start + s * N"]
+        if gathers:
+            lines += ["        for row in range(N):", "            src = order[lo + row]", *gathers]
+        lines += per_step
+        if t is not None:
+            # a float count, as a step call writes it: were it an integer converted here, LLVM
+            # could turn the optimizer's pow(beta, t) into repeated products (other roundings)
+            lines.append("        t_step += 1.0")
+            lines.append(f"        hyper[{t}] = t_step")
+        lines += ["    " + c for c in calls]
+        lines.append(f"        losses[s] = {read}")
+        return lines
+
+
+def _affine_code(const, per_n, n):
+    if per_n == 0:
+        return str(const)
+    term = n if per_n == 1 else f"{per_n} * {n}"
+    return term if const == 0 else f"{const} + {term}"
 
 
 def _unique(name, used):
@@ -258,6 +375,8 @@ def driver_module_source(printer, program, helpers_module, title):
     for k in program.kernels:
         lines.append(f"from {k.module} import {k.name}")
     lines += ["", *program.constants, "", ""] + program.driver
+    if program.loop:
+        lines += ["", ""] + program.loop
     lines += ["", "", f"_META = {({program.name: program.meta})!r}", ""]
     return "\n".join(lines)
 
@@ -281,6 +400,8 @@ def standalone_source(printer, programs, title):
     meta = {}
     for program in programs:
         lines += ["", ""] + program.constants + ["", ""] + program.driver
+        if program.loop:
+            lines += ["", ""] + program.loop
         meta[program.name] = program.meta
     lines += ["", "", f"_META = {meta!r}", ""]
     return "\n".join(lines)

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import sympy as sp
 
-from .ir import Contract, Fused
+from .ir import Contract, Fused, Rows
 
 
 def _indexed_names(expr):
@@ -35,7 +35,12 @@ def kernel_buffers(k):
     if isinstance(k, Contract):
         return list(dict.fromkeys([k.a, k.b, k.out]))
     names = []
-    if isinstance(k, Fused):
+    if isinstance(k, Rows):
+        for _, e in k.assigns:
+            names += _indexed_names(e)
+        for t, e in k.stores + k.sums:
+            names += _indexed_names(e) + [str(t.base.label)]
+    elif isinstance(k, Fused):
         for _, e in k.assigns:
             names += _indexed_names(e)
         names += [b for b, _ in k.stores]
@@ -50,6 +55,10 @@ def _rename(k, mapping):
     bases = {sp.IndexedBase(old): sp.IndexedBase(new) for old, new in mapping.items()}
     if isinstance(k, Contract):
         return replace(k, a=mapping[k.a], b=mapping[k.b], out=mapping[k.out], comment="")
+    if isinstance(k, Rows):
+        return replace(k, assigns=[(s, e.xreplace(bases)) for s, e in k.assigns],
+                       stores=[(t.xreplace(bases), v) for t, v in k.stores],
+                       sums=[(t.xreplace(bases), e.xreplace(bases)) for t, e in k.sums], comments=[])
     if isinstance(k, Fused):
         flat = None if k.flat is None else tuple(sorted(mapping[name] for name in k.flat))
         return replace(k, assigns=[(s, e.xreplace(bases)) for s, e in k.assigns],
@@ -59,9 +68,13 @@ def _rename(k, mapping):
 
 
 def _rename_locals(k):
-    if not isinstance(k, Fused):
+    if not isinstance(k, (Fused, Rows)):
         return k
     local = {s: sp.Symbol(f"v{n}", real=True) for n, (s, _) in enumerate(k.assigns)}
+    if isinstance(k, Rows):
+        return replace(k, assigns=[(local[s], e.xreplace(local)) for s, e in k.assigns],
+                       stores=[(t, v.xreplace(local)) for t, v in k.stores],
+                       sums=[(t, e.xreplace(local)) for t, e in k.sums])
     return replace(k, assigns=[(local[s], e.xreplace(local)) for s, e in k.assigns],
                    stores=[(b, v.xreplace(local)) for b, v in k.stores])
 
@@ -75,7 +88,9 @@ def canonical_kernel(k):
     """
     original = kernel_buffers(k)
     k = _rename_locals(k)
-    names = original
+    # start from an order that does not depend on the names -- where each buffer is first
+    # used and how it is indexed -- or two graphs could settle on different fixed points
+    names = original if isinstance(k, Contract) else sorted(original, key=_structure_key(k))
     for _ in range(4):
         mapping = {name: f"a{n}" for n, name in enumerate(names)}
         renamed = _rename(k, {old: mapping[old] for old in original})
@@ -89,10 +104,35 @@ def canonical_kernel(k):
     return _rename(k, mapping), names
 
 
+def _structure_key(k):
+    """buffer name -> (first statement that uses it, how it is indexed): no names involved."""
+    if isinstance(k, (Fused, Rows)):
+        statements = [e for _, e in k.assigns] + ([e for _, e in k.sums] if isinstance(k, Rows) else [])
+        stores = k.stores
+    else:
+        statements, stores = [t.expr for t in k.terms], []
+    uses = {}
+    for n, e in enumerate(statements):
+        for acc in e.atoms(sp.Indexed):
+            first, patterns = uses.setdefault(str(acc.base.label), (n, set()))
+            patterns.add(str(acc.indices))
+    for n, (target, _) in enumerate(stores, start=len(statements)):
+        name = target if isinstance(target, str) else str(target.base.label)
+        first, patterns = uses.setdefault(name, (n, set()))
+        patterns.add("store" if isinstance(target, str) else "store" + str(target.indices))
+    if isinstance(k, Rows):
+        for n, (target, _) in enumerate(k.sums, start=len(statements) + len(stores)):
+            uses.setdefault(str(target.base.label), (n, set()))[1].add("sum" + str(target.indices))
+    return lambda name: (uses.get(name, (len(statements) + len(stores), set()))[0],
+                         sorted(uses.get(name, (0, set()))[1]))
+
+
 def structural_key(k):
     """A hashable key of a canonical kernel: equal keys print the same text."""
     if isinstance(k, Contract):
         return ("contract", k.a, k.b, k.out, k.trans_a, k.trans_b, k.scale)
+    if isinstance(k, Rows):
+        return ("rows", tuple(k.assigns), tuple(k.stores), tuple(k.sums), k.row)
     if isinstance(k, Fused):
         return ("fused", k.shape, tuple(k.assigns), tuple(k.stores), k.indices, k.flat)
     terms = tuple((t.expr, t.reduce, t.combiner, t.guard) for t in k.terms)

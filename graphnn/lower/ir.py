@@ -12,6 +12,11 @@ A :class:`KernelProgram` is a list of buffers and a list of kernels:
 * :class:`Reduce` -- ``out[o] = sum/max over r of terms`` in index notation
   (gathers: each output element is computed by one iteration, so the output
   axes may run in parallel, never the reduction axes).
+* :class:`Rows` -- one pass over the batch rows for a small net: per row, scalar
+  statements with the small inner axes written out, stores of the row values
+  that other kernels read, and sums over the rows (weight gradients, the loss)
+  kept as scalars until the pass ends. Made by a target pass
+  (:func:`graphnn.lower.target.fuse_rows`) from fused loops and batch sums.
 
 Extents are ints or ``None`` (the batch size, an argument at run time).
 Nothing here names a target.
@@ -82,6 +87,15 @@ class Reduce:
     terms: list
     comment: str = ""
     order: ReduceOrder = ReduceOrder.GATHER
+
+
+@dataclass
+class Rows:
+    assigns: list           # [(sp.Symbol, expr)] per row; loads index row ``row`` of batch buffers
+    stores: list            # [(sp.Indexed target, sp.Symbol)] row values other kernels read
+    sums: list              # [(sp.Indexed target without the batch axis, expr)] added over the rows
+    row: object = None      # the row index symbol
+    comments: list = field(default_factory=list)   # one per node fused in
 
 
 @dataclass

@@ -27,7 +27,7 @@ import sympy as sp
 
 from ..graph.node import format_shape
 from .ir import Buffer, Contract, Fused, KernelProgram, Reduce, Term
-from .pointwise import Access, plan_node
+from .pointwise import KEEP_PRODUCTS, Access, plan_node
 
 # every name any printer uses itself (module globals, helpers, kernel locals): the default
 # for a lowering that does not say which printer it is for
@@ -79,6 +79,7 @@ class Lowering:
     program: object
     dtype: str
     names: Names
+    contractions: object = KEEP_PRODUCTS                # the target's choice for small products
     nodes: list = field(default_factory=list)
     users: dict = field(default_factory=dict)          # id(node) -> consumer nodes
     plans: dict = field(default_factory=dict)          # id(node) -> Plan
@@ -116,7 +117,7 @@ def plan_nodes(s):
     for n in s.nodes:
         if n.kind != "op" and not (n.kind == "constant" and n.shape == ()):
             s.add_buffer(n, _leaf_role(n))
-    s.plans = {id(n): plan_node(n) for n in s.nodes if n.kind == "op"}
+    s.plans = {id(n): plan_node(n, s.contractions) for n in s.nodes if n.kind == "op"}
 
 
 def split_epilogues(s):
@@ -304,12 +305,14 @@ def eliminate_common_subexpressions(s):
 PASSES = [plan_nodes, split_epilogues, fuse, assign_buffers, emit_kernels, eliminate_common_subexpressions]
 
 
-def lower(program, dtype="float32", reserved=None):
+def lower(program, dtype="float32", reserved=None, contractions=KEEP_PRODUCTS):
     """Lower a :class:`~graphnn.lower.program.Program` to a :class:`KernelProgram`.
 
     ``reserved``: identifiers the target's printer uses itself (default: every
-    name any printer uses); buffers named after nodes avoid them."""
-    s = Lowering(program, dtype, Names(reserved))
+    name any printer uses); buffers named after nodes avoid them.
+    ``contractions``: the target's :class:`~.pointwise.Contractions` (default: every
+    matrix product stays one)."""
+    s = Lowering(program, dtype, Names(reserved), contractions)
     for run in PASSES:
         run(s)
     out_map = {k: s.buffer_of[id(n)] for k, n in program.outputs.items()}

@@ -36,6 +36,25 @@ class Plan:
     product: str = None             # after split_epilogues: the scratch buffer of its matrix product
 
 
+@dataclass(frozen=True)
+class Contractions:
+    """How a target wants small contractions lowered (the default keeps every product).
+
+    * ``unroll_sum``: a sum over at most this many fixed-extent terms (a product with a
+      small inner size, e.g. the 1-2-1 net's ``x @ W`` with 1 and 2 terms) is written out
+      as a pointwise expression and joins the elementwise loop around it: no product
+      buffer, no BLAS call;
+    * ``small_product_out``: a matrix product summed over the batch into an output of at
+      most this many elements (the weight gradient of a tiny layer) is a reduction, not a
+      BLAS call.
+    """
+    unroll_sum: int = 0
+    small_product_out: int = 0
+
+
+KEEP_PRODUCTS = Contractions()
+
+
 def loop_indices(rank):
     return tuple(sp.Symbol(f"i{d}", integer=True) for d in range(rank))
 
@@ -127,7 +146,7 @@ def _matmul(term, out_indices, args):
             scale.xreplace({BATCH_SIZE: BATCH}))
 
 
-def _index_plan(node):
+def _index_plan(node, choice):
     body = node.op.node_body(node)
     args = dict(zip(body.arg_names, node.inputs))
     idx = loop_indices(len(body.out_indices))
@@ -135,10 +154,12 @@ def _index_plan(node):
     loads = _Loads()
     reducing = [t for t in body.terms if t.reduce or t.guard is not sp.true]
     plain = [t for t in body.terms if t not in reducing]
+    if reducing and all(_small_sum(t, choice.unroll_sum) for t in reducing):
+        plain, reducing = plain + [_written_out(t) for t in reducing], []
     if len(reducing) == 1 and all(args[access_name(a)].kind != "constant"
                                   for a in accesses(reducing[0].expr, set(args))):
         mm = _matmul(reducing[0], body.out_indices, args)
-        if mm is not None:
+        if mm is not None and not _small_batch_product(reducing[0], node, choice.small_product_out):
             epilogue = sum((_rename_term(t.expr, args, out_map, loads) for t in plain), sp.Integer(0))
             return Plan(node, "contract", idx, epilogue, loads.loads, contract=mm)
     if not reducing:
@@ -156,8 +177,40 @@ def _index_plan(node):
     return Plan(node, "reduce", idx, None, loads.loads, terms=terms)
 
 
-def plan_node(node):
+def _small_sum(term, limit):
+    """A sum over few fixed-extent terms, with no guard."""
+    if term.combiner != "sum" or term.guard is not sp.true or not term.reduce:
+        return False
+    if any(not isinstance(e, int) for _, e in term.reduce):
+        return False
+    count = 1
+    for _, e in term.reduce:
+        count *= e
+    return count <= limit
+
+
+def _written_out(term):
+    """The sum of ``term`` as one expression: its reduction indices replaced by each value."""
+    import itertools
+    from ..ops.index_body import Term
+    indices = [r for r, _ in term.reduce]
+    total = sp.Integer(0)
+    for values in itertools.product(*(range(e) for _, e in term.reduce)):
+        total += term.expr.xreplace({r: sp.Integer(v) for r, v in zip(indices, values)})
+    return Term(total, (), term.combiner, sp.true)
+
+
+def _small_batch_product(term, node, limit):
+    """A product summed over the batch into a small output: a reduction pays more than BLAS."""
+    (r, extent), = term.reduce
+    size = 1
+    for d in node.shape:
+        size *= 1 if d is None else d
+    return extent is None and None not in node.shape and size <= limit
+
+
+def plan_node(node, contractions=KEEP_PRODUCTS):
     """The :class:`Plan` of an op node."""
     if node.op.kind == "elementwise":
         return _elementwise_plan(node, node.shape)
-    return _index_plan(node)
+    return _index_plan(node, contractions)

@@ -11,13 +11,30 @@ for the same kernel, a pass here rewrites the kernel's fields and says why:
 * :func:`split_batch_reductions` (CUDA) -- the same sums split their rows over
   threads, each adding its partial sum atomically: one thread per output
   element would leave the GPU idle.
+* :func:`fuse_rows` (CPU) -- in a small net, consecutive fused loops over
+  batch rows and sums over the rows become one pass over the batch
+  (:class:`~.ir.Rows`): each row's values stay in registers, the weight
+  gradients and the loss are summed as they go, and a row value is stored only
+  where a kernel outside the pass reads it.
 
 ``CPU_PASSES`` and ``CUDA_PASSES`` list them per target; :func:`run_passes`
 applies a list to a :class:`~.ir.KernelProgram` in place.
 """
+import itertools
+import math
+
 import sympy as sp
 
-from .ir import Fused, Reduce, ReduceOrder
+from .ir import Contract, Fused, Reduce, ReduceOrder, Rows
+
+# A fused loop joins a row pass when one row has at most this many elements, a batch sum
+# when its output has at most this many; a pass holds at most ROW_STATEMENTS statements
+# (they are written out, and Numba's compile time grows with them). Measured: see
+# docs/performance.md, "one pass over the rows".
+ROW_WIDTH = 16
+ROW_SUM_OUT = 64
+ROW_STATEMENTS = 800
+ROW = sp.Symbol("i0", integer=True)
 
 
 def flatten_loops(kprog):
@@ -78,7 +95,194 @@ def split_batch_reductions(kprog):
             k.order = ReduceOrder.SPLIT_ATOMIC
 
 
-CPU_PASSES = [flatten_loops, order_batch_sums]
+class _Part:
+    """One kernel written out for a single row ``ROW``: what a row pass is made of."""
+
+    def __init__(self, kernel, assigns, stores, sums, reads, comments):
+        self.kernel, self.assigns, self.stores, self.sums = kernel, assigns, stores, sums
+        self.reads = reads
+        self.row_writes = {str(t.base.label) for t, _ in stores}
+        self.sum_writes = {str(t.base.label) for t, _ in sums}
+        self.writes = self.row_writes | self.sum_writes
+        self.comments = comments
+
+    @property
+    def size(self):
+        return len(self.assigns) + len(self.stores) + len(self.sums)
+
+
+def _loads(expr):
+    return {str(a.base.label) for a in expr.atoms(sp.Indexed)}
+
+
+def _row_only(exprs, row):
+    """True when ``row`` appears only as the leading index of accesses, alone."""
+    for e in exprs:
+        for acc in e.atoms(sp.Indexed):
+            if any(row in sp.sympify(i).free_symbols for i in acc.indices[1:]):
+                return False
+            if acc.indices and row in sp.sympify(acc.indices[0]).free_symbols and acc.indices[0] != row:
+                return False
+        stripped = e.xreplace({a: sp.Integer(0) for a in e.atoms(sp.Indexed)})
+        if row in stripped.free_symbols:
+            return False
+    return True
+
+
+def _fused_part(k, n, shapes):
+    if not k.indices or k.shape[0] is not None or None in k.shape[1:]:
+        return None
+    if math.prod(k.shape[1:]) > ROW_WIDTH or any(shapes[b] != k.shape for b, _ in k.stores):
+        return None
+    if not _row_only([e for _, e in k.assigns], k.indices[0]):
+        return None
+    assigns, stores, reads = [], [], set()
+    for combo in itertools.product(*(range(d) for d in k.shape[1:])):
+        subs = {k.indices[0]: ROW, **{i: sp.Integer(c) for i, c in zip(k.indices[1:], combo)}}
+        tag = "_".join(map(str, (n, *combo)))
+        local = {sym: sp.Symbol(f"{sym.name}_p{tag}", real=True) for sym, _ in k.assigns}
+        for sym, e in k.assigns:
+            e = e.xreplace(subs).xreplace(local)
+            reads |= _loads(e)
+            assigns.append((local[sym], e))
+        for buf, value in k.stores:
+            value = value.xreplace(subs).xreplace(local)
+            if not isinstance(value, sp.Symbol):
+                sym = sp.Symbol(f"_s{len(stores)}_p{tag}", real=True)
+                assigns.append((sym, value))
+                value = sym
+            stores.append((sp.IndexedBase(buf)[(ROW, *map(sp.Integer, combo))], value))
+    return _Part(k, assigns, stores, [], reads, list(k.comments))
+
+
+def _reduce_part(k):
+    if None in k.out_shape or math.prod(k.out_shape) > ROW_SUM_OUT:
+        return None
+    sums, reads = [], set()
+    for term in k.terms:
+        batch = [r for r, e in term.reduce if e is None]
+        rest = [(r, e) for r, e in term.reduce if e is not None]
+        if term.combiner != "sum" or term.guard is not sp.true or len(batch) != 1:
+            return None
+        if not _row_only([term.expr], batch[0]):
+            return None
+        for out in itertools.product(*(range(d) for d in k.out_shape)):
+            target = sp.IndexedBase(k.out)[tuple(map(sp.Integer, out)) if out else (sp.Integer(0),)]
+            subs = {batch[0]: ROW, **{i: sp.Integer(c) for i, c in zip(k.out_indices, out)}}
+            for values in itertools.product(*(range(e) for _, e in rest)):
+                inner = {r: sp.Integer(v) for (r, _), v in zip(rest, values)}
+                e = term.expr.xreplace({**subs, **inner})
+                reads |= _loads(e)
+                sums.append((target, e))
+    return _Part(k, [], [], sums, reads, [k.comment])
+
+
+def _kernel_io(k):
+    """(buffers read, buffers written) of any kernel."""
+    if isinstance(k, Contract):
+        return {k.a, k.b}, {k.out}
+    if isinstance(k, Fused):
+        return set().union(*(_loads(e) for _, e in k.assigns)), {b for b, _ in k.stores}
+    if isinstance(k, Rows):
+        reads = set().union(set(), *(_loads(e) for _, e in k.assigns), *(_loads(e) for _, e in k.sums))
+        return reads, {str(t.base.label) for t, _ in k.stores} | {str(t.base.label) for t, _ in k.sums}
+    return set().union(*(_loads(t.expr) for t in k.terms)), {k.out}
+
+
+def _group(parts_of, kernels):
+    """Kernels with one row pass made of the first runs of parts that may move together."""
+    # a pass starts at a row loop and takes the kernels that read its row values: a chain
+    # of small layers and the sums over its rows, the same pass in every graph that has it
+    start = next((j for j, k in enumerate(kernels) if parts_of(k) is not None and not parts_of(k).sums),
+                 None)
+    if start is None:
+        return list(kernels), None
+    members, deferred = [parts_of(kernels[start])], []
+    size = members[0].size
+    for k in kernels[start + 1:]:
+        part = parts_of(k)
+        reads, writes = _kernel_io(k)
+        d_reads = set().union(set(), *(_kernel_io(d)[0] for d in deferred))
+        d_writes = set().union(set(), *(_kernel_io(d)[1] for d in deferred))
+        g_reads = set().union(*(m.reads for m in members))
+        g_writes = set().union(*(m.writes for m in members))
+        g_sums = set().union(*(m.sum_writes for m in members))
+        g_rows = set().union(*(m.row_writes for m in members))
+        joins = (part is not None and size + part.size <= ROW_STATEMENTS and part.reads & g_rows
+                 and _at_row(part, g_rows)
+                 and not reads & (d_writes | g_sums) and not writes & (d_reads | d_writes | g_reads | g_writes))
+        if joins:
+            members.append(part)
+            size += part.size
+        else:
+            deferred.append(k)
+    return kernels[:start], (members, deferred)
+
+
+def _at_row(part, buffers):
+    """True when ``part`` reads the row buffers ``buffers`` at the current row only."""
+    exprs = [e for _, e in part.assigns] + [e for _, e in part.sums]
+    return all(acc.indices[0] == ROW for e in exprs for acc in e.atoms(sp.Indexed)
+               if str(acc.base.label) in buffers)
+
+
+def fuse_rows(kprog):
+    """One pass over the batch rows for runs of small row loops and batch sums (:class:`~.ir.Rows`)."""
+    shapes = {b.name: b.shape for b in kprog.buffers.values()}
+    made = {}
+
+    def parts_of(k):
+        if id(k) not in made:
+            if isinstance(k, Fused) and k.flat is None:
+                made[id(k)] = _fused_part(k, len(made), shapes)
+            elif isinstance(k, Reduce):
+                made[id(k)] = _reduce_part(k)
+            else:
+                made[id(k)] = None
+        return made[id(k)]
+
+    out, rest, passes = [], list(kprog.kernels), []
+    while rest:
+        before, found = _group(parts_of, rest)
+        out += before
+        if found is None:
+            break
+        members, rest = found
+        if len(members) == 1:
+            out.append(members[0].kernel)
+        else:
+            passes.append((len(out), members))
+            out.append(None)
+    needed = set(kprog.outputs.values()) | set(kprog.updates.values()) | set(kprog.updates)
+    for k in out:
+        if k is not None:
+            needed |= _kernel_io(k)[0]
+    for position, members in passes:
+        # what the other row passes read is needed too; this pass forwards its own row values
+        others = set().union(set(), *(m.reads for q, group in passes if q != position for m in group))
+        out[position] = _merge(members, needed | others)
+    kprog.kernels = out
+
+
+def _merge(members, needed):
+    """The :class:`Rows` kernel of ``members``: row values forwarded as scalars, stored only if needed."""
+    values = {}                  # Indexed row element -> the symbol holding it
+    assigns, stores, sums, comments = [], [], [], []
+    for part in members:
+        forward = values
+        for sym, e in part.assigns:
+            assigns.append((sym, e.xreplace(forward)))
+        for target, e in part.sums:
+            sums.append((target, e.xreplace(forward)))
+        for target, sym in part.stores:
+            values[target] = sym
+            if str(target.base.label) in needed:
+                stores.append((target, sym))
+        comments += part.comments
+    return Rows(assigns, stores, sums, ROW, comments)
+
+
+CPU_PASSES = [order_batch_sums, fuse_rows, flatten_loops]
 CUDA_PASSES = [split_batch_reductions]
 
 
