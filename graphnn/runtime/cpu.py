@@ -20,6 +20,7 @@ switching between them is seamless.
 """
 import atexit
 import queue
+import sys
 import threading
 import time
 import warnings
@@ -42,6 +43,13 @@ DRIVER_PAYS = 0.05         # compile the driver when the loop's call overhead ex
 MAX_DRIVER_CALLS = 400     # a driver's compile grows with its calls (~5 ms each): longer ones keep the loop
 
 
+# While a build runs in the background, the interpreter switches threads this often (seconds).
+# A build reads many files (imports, the cache); each read lets the GIL go, and with the default
+# 5 ms switch interval a busy main thread (steps on the reference executor) keeps it for 5 ms
+# every time: a 0.9 s build took longer than a 6 s fit, which then never ran a compiled step.
+BUILD_SWITCH_INTERVAL = 1e-4
+
+
 class _Worker:
     """One background thread that runs build jobs in order.
 
@@ -53,6 +61,8 @@ class _Worker:
         self.thread = None
         self.closing = False
         self.busy = threading.Lock()
+        self.interval = None          # the switch interval to restore when the queue empties
+        self._interval_lock = threading.Lock()
         atexit.register(self.close)
 
     def submit(self, job):
@@ -60,15 +70,22 @@ class _Worker:
             _plain_numba_messages()
             self.thread = threading.Thread(target=self._loop, name="graphnn-compile", daemon=True)
             self.thread.start()
+        with self._interval_lock:
+            if self.interval is None:
+                self.interval = sys.getswitchinterval()
+                sys.setswitchinterval(min(self.interval, BUILD_SWITCH_INTERVAL))
         self.jobs.put(job)
 
     def _loop(self):
         while True:
             job = self.jobs.get()
-            if self.closing:
-                continue
-            with self.busy:
-                job()
+            if not self.closing:
+                with self.busy:
+                    job()
+            with self._interval_lock:
+                if self.jobs.empty() and self.interval is not None:
+                    sys.setswitchinterval(self.interval)
+                    self.interval = None
 
     def close(self):
         self.closing = True
@@ -152,6 +169,8 @@ class ProgramBuild:
         self.started = False
         self.done = threading.Event()     # stages 1-2 finished (or failed)
         self.driver_job = None            # threading.Event of the driver compile, once asked for
+        self.loop = None                  # the compiled training loop (step program), once built
+        self.loop_job = None              # threading.Event of the loop's compile, once asked for
         self._lock = threading.Lock()
 
     def start(self, background):
@@ -207,6 +226,36 @@ class ProgramBuild:
         else:
             job()
 
+    def compile_loop(self, background):
+        """Compile the training loop around the step driver; idempotent. ``self.loop`` is set
+        when it is ready (it stays None if it cannot be compiled: steps then run one by one)."""
+        with self._lock:
+            if self.loop_job is not None or "train" not in (self.meta or {}):
+                return
+            self.loop_job = threading.Event()
+
+        def job():
+            try:
+                t0 = time.perf_counter()
+                b = self.backend
+                loop = getattr(self.module, self.meta["train"]["function"])
+                const, per_n = self.meta["work"]
+                work = np.zeros(const + per_n * SCRATCH_BATCH, dtype=b.model.dtype)
+                feeds, rows = loop_arrays(self.meta, dict(zip(self.meta["feeds"], self._scratch_feeds())),
+                                          SCRATCH_BATCH, 1, b.model.dtype)
+                loop(*feeds, np.zeros(SCRATCH_BATCH, dtype=np.int64), 0, 0, 0, np.zeros(1),
+                     *rows, b.params_flat.copy(), b.state_flat.copy(), b.hyper.copy(), work)
+                self.loop = loop
+                self.timings["loop"] = time.perf_counter() - t0
+            except BaseException as exc:  # steps keep running one call each: the loop is optional
+                self.timings["loop_error"] = repr(exc)
+            finally:
+                self.loop_job.set()
+        if background:
+            WORKER.submit(job)
+        else:
+            job()
+
     def wait(self):
         self.start(background=False)
         self.done.wait()
@@ -214,6 +263,8 @@ class ProgramBuild:
             raise self.error
         if self.driver_job is not None:
             self.driver_job.wait()
+        if self.loop_job is not None:
+            self.loop_job.wait()
 
     def generate(self):
         """Stage 1 alone: write (or find) the program's modules and import them; compiles nothing."""
@@ -293,7 +344,8 @@ class CPUBackend:
     def lowered(self, name, printer):
         key = (name, printer.variant)
         if key not in self._lowered:
-            kprog = lower(self.model.programs[name], self.model.dtype.name, reserved=printer.reserved)
+            kprog = lower(self.model.programs[name], self.model.dtype.name, reserved=printer.reserved,
+                          contractions=printer.contractions)
             self._lowered[key] = run_passes(kprog, printer.passes)
         return self._lowered[key]
 
@@ -386,11 +438,60 @@ class CPUBackend:
             return out
         return plan.run(feeds, self)
 
+    def training_loop(self, batch, force=False):
+        """The compiled loop of training steps for full batches of ``batch`` rows, as a function
+        ``loop(data, drawn, order, start, steps, t0, hyper) -> losses``; None while it is not
+        compiled (the caller then runs the steps one by one).
+
+        ``data``: {feed: the whole array}, rows taken through ``order`` from ``start``;
+        ``drawn``: {random input: its values for each step, stacked}. The loop is compiled
+        where a single step's call overhead is a measurable share of the step (where the
+        driver is compiled, see :func:`_driver_pays`), or when ``force``
+        (:meth:`~graphnn.Model.train_steps` asks for it)."""
+        plan = self._plan("step", batch)
+        if isinstance(plan, ProgramBuild):
+            return None
+        build = plan.build
+        if build.loop is None:
+            if force or build.driver_job is not None:
+                # asked for (train_steps): as the model waits; else behind the running steps
+                build.compile_loop(background=not (self.wait and force))
+            if build.loop is None:
+                return None
+
+        def loop(data, drawn, order, start, steps, t0, hyper):
+            for k, h in plan.hyper:
+                if h in hyper:
+                    self.hyper[k] = hyper[h]
+            feeds, rows = plan.loop_buffers(data, drawn, batch, self.model.dtype)
+            losses = np.empty(steps, dtype=np.float64)
+            build.loop(*feeds, order, start, steps, t0, losses, *rows, self.params_flat, self.state_flat,
+                       self.hyper, plan.bound.work)
+            return losses
+        return loop
+
     def read_param(self, name):
         return self.model.params[name]
 
     def write_param(self, name, value):
         np.copyto(self.model.params[name], value)
+
+
+def loop_arrays(meta, data, batch, steps, dtype, drawn=None, rows=None):
+    """The training loop's feed arguments (whole arrays, per-step draws, unbatched feeds) and
+    its row buffers (made once per batch size)."""
+    feeds, made = [], []
+    for name, kind in meta["train"]["feeds"]:
+        if kind == "drawn":
+            value = drawn[name] if drawn is not None else np.zeros((steps, *data[name].shape), dtype=dtype)
+            feeds.append(value)
+        elif kind == "rows":
+            feeds.append(data[name].reshape(len(data[name]), -1))
+            if rows is None:
+                made.append(np.zeros((batch, *data[name].shape[1:]), dtype=dtype))
+        else:
+            feeds.append(data[name])
+    return feeds, (made if rows is None else rows)
 
 
 class _Plan:
@@ -410,6 +511,12 @@ class _Plan:
             full = tuple(bound.batch if d is None else d for d in shape)
             self.outputs.append((oname, bound.flat[array][start:stop].reshape(full), full))
         self.times = []
+        self.rows = None          # the training loop's row buffers
+
+    def loop_buffers(self, data, drawn, batch, dtype):
+        feeds, rows = loop_arrays(self.build.meta, data, batch, 0, dtype, drawn, self.rows)
+        self.rows = rows
+        return feeds, rows
 
     def run(self, feeds, backend):
         build = self.build

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import FeedError
 from ..graph.node import Graph, Node
-from ..graph.random import fill, is_random
+from ..graph.random import fill, is_random, sample
 from ..graph.traverse import topological
 from ..reference.executor import check_feeds
 from ..lower.program import build_programs, hyper_name, slot_name
@@ -155,14 +155,92 @@ class Model:
         self._need_loss()
         arrays, batch = self._feeds("step", feeds, training)
         self.step_count += 1
-        if self._step_hyper is None:
-            wanted = {n.name for n in self.programs["step"].inputs}
-            self._step_hyper = [k for k in self._hyper() if k in wanted]
         hyper = self._hyper()
-        for k in self._step_hyper:
+        for k in self._step_hyper_names():
             arrays[k] = hyper[k]
         out = self.backend.run("step", arrays, batch)
         return float(out["loss"])
+
+    def train_steps(self, feeds, batch_size=32, steps=None, order=None, shuffle=False):
+        """Training steps on mini-batches of ``feeds``, run in one compiled call; their losses.
+
+        Step ``s`` trains on rows ``order[s*batch_size:(s+1)*batch_size]``; ``order``
+        defaults to the rows in turn, or with ``shuffle=True`` to a permutation drawn from
+        the model's generator. ``steps`` defaults to one pass over ``order`` (the last batch
+        may be smaller). Parameters, optimizer state, ``step_count`` and the random
+        inputs' draws end exactly -- bit for bit -- as ``steps`` calls of :meth:`step` on
+        the same batches leave them.
+
+        On the CPU target the steps of full batches run in a compiled loop (gathering the
+        rows, the step and the loss, with no return to Python); other targets, and the
+        first call while that loop compiles in the background (``wait=False``), run the
+        steps one by one.
+
+        >>> import graphnn as gn, numpy as np
+        >>> net = gn.lecture.regression_net()
+        >>> model = gn.compile(net.graph, net.loss, optimizer=gn.SGD(0.1))
+        >>> x, y = gn.lecture.noisy_sine(n=64)
+        >>> losses = model.train_steps({"x": x, "y": y}, batch_size=16, steps=8)
+        >>> losses.shape, model.step_count
+        ((8,), 8)
+        """
+        self._need_loss()
+        data, rows = self._training_data(feeds)
+        if order is None:
+            order = self.rng.permutation(rows) if shuffle else np.arange(rows)
+        order = np.ascontiguousarray(order, dtype=np.int64)
+        if order.ndim != 1 or (order.size and (order.min() < 0 or order.max() >= rows)):
+            raise FeedError(f"train_steps: order must be a 1-D array of row numbers in [0, {rows}); "
+                            f"got shape {order.shape}")
+        batch_size = _positive_int("batch_size", batch_size)
+        available = -(-len(order) // batch_size)
+        steps = available if steps is None else _positive_int("steps", steps, zero=True)
+        if steps > available:
+            raise FeedError(f"train_steps: {steps} steps of {batch_size} rows need {steps * batch_size} "
+                            f"rows of order; it has {len(order)}")
+        return self._run_steps(data, order, 0, steps, batch_size, force=True)
+
+    def _training_data(self, feeds):
+        """The feeds of training steps, checked once: ({name: array in the model dtype}, rows)."""
+        nodes = [n for n in self.programs["step"].nodes if n.role != "optimizer"]
+        arrays, rows = check_feeds([n for n in nodes if not is_random(n) or n.name in feeds], feeds)
+        if not any(n.batched for n in nodes if n.kind == "input" and n.name in arrays):
+            raise FeedError("train_steps: no feed has a batch axis to take mini-batches from")
+        return {k: np.ascontiguousarray(v, dtype=self.dtype) for k, v in arrays.items()}, rows
+
+    def _run_steps(self, data, order, start, steps, batch_size, force=False):
+        """Steps on rows order[start + s*batch_size ...]: full batches in the backend's compiled
+        loop when it has one, the others (and everything on other targets) one call each."""
+        losses = np.empty(steps, dtype=np.float64)
+        full = min(steps, (len(order) - start) // batch_size)
+        done = 0
+        nodes = [n for n in self.programs["step"].nodes if n.role != "optimizer"]
+        randoms = [n for n in nodes if is_random(n) and n.name not in data]
+        fed_random = any(is_random(n) and n.name in data for n in nodes)
+        loop = self.backend.training_loop(batch_size, force) if full > 0 and not fed_random and hasattr(
+            self.backend, "training_loop") else None
+        if loop is not None:
+            drawn = {}
+            if randoms:     # the draws the steps would make, in the order they make them
+                per_step = [[sample(n, self.rng, batch_size) for n in randoms] for _ in range(full)]
+                drawn = {n.name: np.ascontiguousarray(np.stack([d[k] for d in per_step]), dtype=self.dtype)
+                         for k, n in enumerate(randoms)}
+            hyper = self._hyper()
+            losses[:full] = loop(data, drawn, order, start, full, self.step_count,
+                                 {k: hyper[k] for k in self._step_hyper_names()})
+            self.step_count += full
+            done = full
+        batched = {k for k, v in data.items() if self.graph.inputs[k].batched}
+        for s in range(done, steps):
+            rows = order[start + s * batch_size:start + (s + 1) * batch_size]
+            losses[s] = self.step({k: (v[rows] if k in batched else v) for k, v in data.items()})
+        return losses
+
+    def _step_hyper_names(self):
+        if self._step_hyper is None:
+            wanted = {n.name for n in self.programs["step"].inputs}
+            self._step_hyper = [k for k in self._hyper() if k in wanted]
+        return self._step_hyper
 
     def fit(self, feeds, **kwargs):
         """Train on ``feeds`` (see :func:`graphnn.train.fit`)."""
@@ -242,6 +320,12 @@ class Model:
     def __repr__(self):
         return (f"<Model {self.graph.name!r} target={self.target} dtype={self.dtype.name} "
                 f"params={sum(v.size for v in self.params.values())}>")
+
+
+def _positive_int(name, value, zero=False):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < (0 if zero else 1):
+        raise FeedError(f"{name} must be a{' non-negative' if zero else ' positive'} integer; got {value!r}")
+    return int(value)
 
 
 def _contiguous(value, dtype):

@@ -14,6 +14,7 @@ so the same call gives the same history and parameters.
 3
 """
 import math
+import time
 import warnings
 
 import numpy as np
@@ -22,6 +23,8 @@ from tqdm.auto import tqdm
 
 from ..graph.traverse import topological
 from . import metrics as metric_functions
+
+CHUNK_SECONDS = 0.2      # fit returns to Python about this often when steps run in a compiled loop
 
 
 class History:
@@ -219,26 +222,37 @@ def fit(model, feeds, epochs=10, batch_size=32, shuffle=True, validation_data=No
     best, best_params, waited = None, None, 0
     batches = math.ceil(n / batch_size)
     build = _compile_step(model, batch_size, verbose)   # before the bar: its ETA starts after it
+    data = None if augmenters else model._training_data(feeds)[0]
+    chunk = 1
     bar = tqdm(total=epochs * batches, disable=not verbose, unit="batch", dynamic_ncols=True, leave=True)
     try:
         for epoch in range(epochs):
             bar.set_description(f"epoch {epoch + 1}/{epochs}")
             order = order_rng.permutation(n) if shuffle else np.arange(n)
-            total = 0.0
-            for b in range(batches):
-                rows = order[b * batch_size:(b + 1) * batch_size]
-                batch = _take(feeds, batched, rows)
-                for name, fn in augmenters.items():
-                    batch[name] = fn(batch[name], augment_rng)
-                total += model.step(batch) * len(rows)
+            total, b = 0.0, 0
+            while b < batches:
+                if augmenters:      # augmentation runs in Python, on each batch
+                    rows = order[b * batch_size:(b + 1) * batch_size]
+                    batch = _take(feeds, batched, rows)
+                    for name, fn in augmenters.items():
+                        batch[name] = fn(batch[name], augment_rng)
+                    losses, count = [model.step(batch)], 1
+                else:               # a chunk of steps; on the CPU one compiled call
+                    count = min(chunk, batches - b)
+                    started = time.perf_counter()
+                    losses = model._run_steps(data, order, b * batch_size, count, batch_size)
+                    if time.perf_counter() - started < CHUNK_SECONDS / 2:
+                        chunk *= 2      # return to Python (bar, callbacks) a few times a second
+                for s, loss in enumerate(losses):
+                    total += float(loss) * (min(n, (b + s + 1) * batch_size) - (b + s) * batch_size)
+                b += count
                 if build is not None and build.stage != "reference":
                     if verbose:
                         bar.write(f"compiled the training step in the background in {_took(build)}; "
                                   f"steps now run the compiled kernels")
                     build = None
-                bar.update(1)
-                if b % 8 == 0 or b == batches - 1:
-                    bar.set_postfix(loss=f"{total / min(n, (b + 1) * batch_size):.4g}", refresh=False)
+                bar.update(count)
+                bar.set_postfix(loss=f"{total / min(n, b * batch_size):.4g}", refresh=False)
             logs = {"loss": total / n}
             if not np.isfinite(logs["loss"]):
                 warnings.warn(f"fit: the loss became {logs['loss']} in epoch {epoch + 1}; stopping",

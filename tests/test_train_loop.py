@@ -1,0 +1,141 @@
+"""The compiled training loop: ``Model.train_steps`` and ``fit`` against one ``step`` call per batch.
+
+Whatever runs the steps -- the compiled loop, the kernel loop, the reference -- the
+parameters, optimizer state, step count, random draws and losses must end bit for bit
+as ``model.step`` on the same batches leaves them.
+"""
+import numpy as np
+import pytest
+
+import graphnn as gn
+from compile_support import make_optimizer
+
+
+def _twins(make, optimizer, dtype, target="cpu", **options):
+    """Two models of the same graph with the same initial weights."""
+    graph, loss = make()
+    return [gn.compile(graph, loss, optimizer=make_optimizer(optimizer), dtype=dtype, target=target,
+                       wait=True, **options) for _ in range(2)]
+
+
+def _regression():
+    net = gn.lecture.regression_net()
+    return net.graph, net.loss
+
+
+def _dropout_net():
+    g = gn.Graph("dropout-net", seed=4)
+    x, y = g.input("x", (None, 3)), g.input("y", (None, 2))
+    h = gn.nn.dropout(gn.dense(x, 5, activation="tanh", name="hidden"), rate=0.3)
+    out = gn.dense(h, 2, name="out")
+    g.output("out", out)
+    return g, gn.mse(out, y)
+
+
+def _image_net():
+    """A feed of rank 3: rows of (2, 3) matrices."""
+    g = gn.Graph("image-net", seed=5)
+    x, y = g.input("x", (None, 2, 3)), g.input("y", (None, 1))
+    out = gn.dense(gn.tanh(gn.flatten(x)), 1, name="out")
+    g.output("out", out)
+    return g, gn.mse(out, y)
+
+
+def _data(graph, rows, seed=0):
+    rng = np.random.default_rng(seed)
+    return {name: rng.standard_normal((rows, *node.shape[1:]))
+            for name, node in graph.inputs.items() if node.batched and node.role != "random"}
+
+
+def _by_steps(model, feeds, order, batch_size):
+    losses = []
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        losses.append(model.step({k: v[rows] for k, v in feeds.items()}))
+    return np.array(losses)
+
+
+def _assert_same_state(a, b):
+    assert a.step_count == b.step_count
+    for name in a.params:
+        np.testing.assert_array_equal(a.params[name], b.params[name], err_msg=name)
+    for name in a.state:
+        np.testing.assert_array_equal(a.state[name], b.state[name], err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("optimizer", ["SGD", "Adam"])
+@pytest.mark.parametrize("make", [_regression, _dropout_net, _image_net], ids=["regression", "dropout", "rank3"])
+def test_train_steps_match_one_step_per_batch_bit_for_bit(make, optimizer, dtype):
+    looped, stepped = _twins(make, optimizer, dtype)
+    feeds = _data(looped.graph, 203, seed=1)                       # 12 full batches and one of 11 rows
+    order = np.random.default_rng(2).permutation(203)
+    losses = looped.train_steps(feeds, batch_size=16, order=order)
+    assert looped.backend.build("step").loop is not None, "the steps did not run in the compiled loop"
+    expected = _by_steps(stepped, feeds, order, 16)
+    np.testing.assert_array_equal(losses, expected)
+    _assert_same_state(looped, stepped)
+    # the random inputs' generator is where the steps leave it
+    assert looped.rng.bit_generator.state == stepped.rng.bit_generator.state
+
+
+def test_train_steps_on_the_reference_target_is_the_same_loop():
+    looped, stepped = _twins(_regression, "Momentum", "float64", target="reference")
+    feeds = _data(looped.graph, 50)
+    losses = looped.train_steps(feeds, batch_size=8, steps=4)
+    np.testing.assert_array_equal(losses, _by_steps(stepped, feeds, np.arange(32), 8))
+    _assert_same_state(looped, stepped)
+
+
+def test_train_steps_defaults_and_shuffle():
+    looped, stepped = _twins(_regression, "SGD", "float32")
+    feeds = _data(looped.graph, 40)
+    assert looped.train_steps(feeds, batch_size=16).shape == (3,)       # one pass, the last batch of 8
+    assert looped.step_count == 3
+    _by_steps(stepped, feeds, np.arange(40), 16)
+    # shuffle=True: the order is a permutation from the model's generator
+    order = stepped.rng.permutation(40)
+    np.testing.assert_array_equal(looped.train_steps(feeds, batch_size=10, shuffle=True),
+                                  _by_steps(stepped, feeds, order, 10))
+    _assert_same_state(looped, stepped)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"batch_size": 0}, "batch_size must be a positive integer"),
+    ({"batch_size": -5}, "batch_size must be a positive integer"),
+    ({"batch_size": 2.5}, "batch_size must be a positive integer"),
+    ({"batch_size": 4, "steps": 20}, "20 steps of 4 rows"),
+    ({"batch_size": 4, "order": [0, 1, 99]}, "row numbers in [0, 10)"),
+    ({"batch_size": 4, "order": [[0, 1]]}, "1-D array"),
+])
+def test_train_steps_refuses_bad_arguments(kwargs, message):
+    model = _twins(_regression, "SGD", "float32")[0]
+    with pytest.raises(gn.GraphnnError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        model.train_steps(_data(model.graph, 10), **kwargs)
+    assert model.step_count == 0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fit_matches_one_step_per_batch_bit_for_bit(dtype):
+    fitted, stepped = _twins(_dropout_net, "Adam", dtype)
+    feeds = _data(fitted.graph, 150, seed=3)
+    # the first step compiles the loop, so fit runs every full batch in it
+    fitted.train_steps(feeds, batch_size=16, steps=1)
+    stepped.step({k: v[:16] for k, v in feeds.items()})
+    history = fitted.fit(feeds, epochs=4, batch_size=16, seed=7, verbose=False)
+    assert fitted.backend.build("step").loop is not None
+    # what fit does, one step call per batch
+    shuffle_seed, random_seed, _ = np.random.SeedSequence(7).spawn(3)
+    order_rng = np.random.default_rng(shuffle_seed)
+    stepped.reseed(random_seed)
+    expected = []
+    for _ in range(4):
+        order = order_rng.permutation(150)
+        losses = _by_steps(stepped, feeds, order, 16)
+        sizes = [len(order[s:s + 16]) for s in range(0, 150, 16)]
+        total = 0.0
+        for loss, size in zip(losses, sizes):
+            total += float(loss) * size
+        expected.append(total / 150)
+    assert history["loss"] == expected
+    _assert_same_state(fitted, stepped)
