@@ -81,16 +81,23 @@ def median_us(step, reps, warmup=10):
     return statistics.median(times) * 1e6
 
 
-def torch_step(sizes, activation, loss, batch, device="cpu"):
-    """A PyTorch SGD training step of the workload that returns the loss (it synchronises)."""
+def torch_step(sizes, activation, loss, batch, device="cpu", compiled=False):
+    """A PyTorch SGD training step of the workload that returns the loss (it synchronises).
+
+    ``compiled``: the forward pass and loss go through ``torch.compile`` (its backward is
+    compiled with it, by AOTAutograd); the optimizer step stays eager."""
     import torch
     model, fn = torch_mlp(sizes, activation, loss, device=device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     x, y = (torch.from_numpy(a).to(device) for a in data(sizes, loss, batch))
 
+    def forward_loss(x, y):
+        return fn(model(x), y)
+    run = torch.compile(forward_loss) if compiled else forward_loss
+
     def step():
         opt.zero_grad(set_to_none=True)
-        value = fn(model(x), y)
+        value = run(x, y)
         value.backward()
         opt.step()
         return value.item()

@@ -17,7 +17,7 @@ def _lowered(model, program="step"):
     return backend.lowered(program, backend.printer(False))
 
 
-def _small_net(activations=("tanh", "sigmoid"), widths=(3, 5, 4, 2), loss="ce", seed=3, hidden_output=False):
+def _small_net(activations=("tanh", "sigmoid"), widths=(3, 4, 3, 2), loss="ce", seed=3, hidden_output=False):
     g = gn.Graph("small-" + "-".join(map(str, widths)), seed=seed)
     x, y = g.input("x", (None, widths[0])), g.input("y", (None, widths[-1]))
     h = x
@@ -74,8 +74,8 @@ def test_wide_layers_keep_their_matrix_products():
 
 
 NETS = {
-    "tanh-sigmoid-ce": dict(activations=("tanh", "sigmoid"), widths=(3, 5, 4, 2), loss="ce"),
-    "relu-gelu-mse": dict(activations=("relu", "gelu"), widths=(2, 8, 6, 3), loss="mse"),
+    "tanh-sigmoid-ce": dict(activations=("tanh", "sigmoid"), widths=(3, 4, 3, 2), loss="ce"),
+    "relu-gelu-mse": dict(activations=("relu", "gelu"), widths=(2, 4, 4, 3), loss="mse"),
     "softplus-elu-ce": dict(activations=("softplus", "elu"), widths=(4, 16, 3, 3), loss="ce"),
     "wide-input": dict(activations=("tanh",), widths=(12, 4, 1), loss="mse"),
 }

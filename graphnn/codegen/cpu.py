@@ -15,6 +15,7 @@ products are printed by :mod:`.kernels`; this module adds the CPU's loop
 headers (``prange`` for the parallel variant), BLAS calls and decorators.
 """
 import hashlib
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -72,9 +73,10 @@ class CPUPrinter(KernelPrinter):
 
     target = "cpu"
     passes = CPU_PASSES          # target passes run on the IR before printing
-    # products with at most 8 terms join their loop; weight gradients of at most 64 elements
-    # are sums over the rows (measured on the lecture nets: docs/performance.md)
-    contractions = Contractions(unroll_sum=8, small_product_out=64)
+    # products with at most 4 terms join their loop (8 made a 100-layer chain of 8-wide layers
+    # compile 0.5 s longer: 1.47 s to generate instead of 0.95 s); weight gradients of at most
+    # 64 elements are sums over the rows (docs/performance.md)
+    contractions = Contractions(unroll_sum=4, small_product_out=64)
 
     def __init__(self, dtype, fast_math=None, parallel=False, helpers_module=""):
         self.dtype = np.dtype(dtype).name
@@ -253,7 +255,7 @@ class CPUPrinter(KernelPrinter):
         for k in kprog.kernels:
             source, args = self.kernel(k)
             kernels.setdefault(source.name, source)
-            flat = set(k.flat or ()) if isinstance(k, Fused) else set()
+            flat = set(k.flat or ()) if isinstance(k, (Fused, Rows)) else set()
             calls.append((source.name, tuple(args), tuple(n for n, a in enumerate(args) if a in flat)))
             notes = k.comments if isinstance(k, (Fused, Rows)) else [k.comment]
             first_use.setdefault(source.name, comment_text(notes[-1]) if notes else "")
@@ -334,6 +336,11 @@ class CPUPrinter(KernelPrinter):
         meta["train"] = {"function": name, "feeds": kinds}
         signature = ", ".join([*args, "order", "start", "steps", "t0", "losses", *rows,
                                "params", "state", "hyper", "work"])
+        for buf in rows:     # a row buffer a kernel takes flat: one view, made once
+            if any(f"{buf}.reshape(-1)" in c for c in calls):
+                flat_view = _unique(f"{buf}_1d", used)
+                views_2d.append(f"    {flat_view} = {buf}.reshape(-1)")
+                calls = [re.sub(rf"\b{buf}\.reshape\(-1\)", flat_view, c) for c in calls]
         lines = ["@njit(nogil=True, cache=True)", f"def {name}({signature}):",
                  f'    """{source.name} in a loop: step s trains on rows order[start + s*N:][:N] '
                  f'(N: the row buffers\' length); losses[s] is its loss."""',

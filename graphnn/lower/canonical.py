@@ -58,7 +58,8 @@ def _rename(k, mapping):
     if isinstance(k, Rows):
         return replace(k, assigns=[(s, e.xreplace(bases)) for s, e in k.assigns],
                        stores=[(t.xreplace(bases), v) for t, v in k.stores],
-                       sums=[(t.xreplace(bases), e.xreplace(bases)) for t, e in k.sums], comments=[])
+                       sums=[(t.xreplace(bases), e.xreplace(bases)) for t, e in k.sums], comments=[],
+                       flat=tuple(sorted(mapping[name] for name in k.flat)))
     if isinstance(k, Fused):
         flat = None if k.flat is None else tuple(sorted(mapping[name] for name in k.flat))
         return replace(k, assigns=[(s, e.xreplace(bases)) for s, e in k.assigns],
@@ -132,7 +133,7 @@ def structural_key(k):
     if isinstance(k, Contract):
         return ("contract", k.a, k.b, k.out, k.trans_a, k.trans_b, k.scale)
     if isinstance(k, Rows):
-        return ("rows", tuple(k.assigns), tuple(k.stores), tuple(k.sums), k.row)
+        return ("rows", tuple(k.assigns), tuple(k.stores), tuple(k.sums), k.row, k.flat)
     if isinstance(k, Fused):
         return ("fused", k.shape, tuple(k.assigns), tuple(k.stores), k.indices, k.flat)
     terms = tuple((t.expr, t.reduce, t.combiner, t.guard) for t in k.terms)

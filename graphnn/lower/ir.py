@@ -96,6 +96,8 @@ class Rows:
     sums: list              # [(sp.Indexed target without the batch axis, expr)] added over the rows
     row: object = None      # the row index symbol
     comments: list = field(default_factory=list)   # one per node fused in
+    flat: tuple = ()        # batch buffers, passed as flat 1-D arrays: their accesses are
+                            # ``a[W*row + c]`` with the row width W a constant
 
 
 @dataclass

@@ -26,7 +26,7 @@ from enum import Enum
 import sympy as sp
 
 from ..graph.node import format_shape
-from .ir import Buffer, Contract, Fused, KernelProgram, Reduce, Term
+from .ir import Buffer, Contract, Fused, KernelProgram, Reduce, Rows, Term
 from .pointwise import KEEP_PRODUCTS, Access, plan_node
 
 # every name any printer uses itself (module globals, helpers, kernel locals): the default
@@ -424,6 +424,9 @@ def describe(kprog):
                          f"{', '.join(b for b, _ in k.stores)}")
         elif isinstance(k, Contract):
             lines.append(f"contract {k.out} = {k.a}{'^T' if k.trans_a else ''} @ {k.b}{'^T' if k.trans_b else ''}")
+        elif isinstance(k, Rows):
+            stored = f" -> {', '.join(dict.fromkeys(str(t.base.label) for t, _ in k.stores))}" if k.stores else ""
+            lines.append(f"rows: {len(k.comments)} nodes, {len(k.sums)} sums{stored}")
         else:
             lines.append(f"reduce {k.out}{format_shape(k.out_shape)}")
     return "\n".join(lines)

@@ -438,6 +438,54 @@ class CPUBackend:
             return out
         return plan.run(feeds, self)
 
+    def fast_step(self, feeds, batch):
+        """``step(feeds) -> loss or None``: the step program called with only the checks that
+        matter once feeds like ``feeds`` passed the full ones -- the same names, shapes and
+        dtype, C-contiguous -- or None where that does not apply (random inputs are drawn by
+        the model, the program is not compiled yet). It returns None for feeds unlike these,
+        and the caller takes the full path. Measured on the 1-2-1 net at batch 64: 4.3 us a
+        step through the full path, see docs/performance.md for this one."""
+        model = self.model
+        plan = self._plans.get(("step", batch))
+        if not isinstance(plan, _Plan) or len(plan.times) < TIMED_CALLS:
+            return None
+        nodes = model.programs["step"].nodes
+        if any(n.kind == "input" and n.role == "random" for n in nodes):
+            return None
+        if any(type(v) is not np.ndarray or v.dtype != model.dtype or not v.flags.c_contiguous
+               for v in feeds.values()):
+            return None
+        spec = [(k, feeds[k].shape) for k in plan.feeds]
+        count = len(feeds)
+        hyper_names = {hyper_name(h): h for h in model.optimizer.hyper}
+        slots = [(k, hyper_names[h]) for k, h in plan.hyper if h in hyper_names]
+        t_slot = next((k for k, h in plan.hyper if h == hyper_name("t")), None)
+        loss = next(view for name, view, _ in plan.outputs if name == "loss")
+        build, bound, params, state, hyper = plan.build, plan.bound, self.params_flat, self.state_flat, self.hyper
+        work, dtype, optimizer_hyper = bound.work, model.dtype, model.optimizer.hyper
+
+        def step(given):
+            if type(given) is not dict or len(given) != count:
+                return None
+            args = []
+            for name, shape in spec:
+                value = given.get(name)
+                if (type(value) is not np.ndarray or value.shape != shape or value.dtype != dtype
+                        or not value.flags.c_contiguous):
+                    return None
+                args.append(value)
+            model.step_count += 1
+            for k, h in slots:
+                hyper[k] = optimizer_hyper[h]
+            if t_slot is not None:
+                hyper[t_slot] = float(model.step_count)
+            if build.stage == "compiled":
+                build.driver(*args, params, state, hyper, work, batch)
+            else:
+                bound(*args)
+            return float(loss.item())
+        return step
+
     def training_loop(self, batch, force=False):
         """The compiled loop of training steps for full batches of ``batch`` rows, as a function
         ``loop(data, drawn, order, start, steps, t0, hyper) -> losses``; None while it is not

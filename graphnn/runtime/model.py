@@ -67,6 +67,7 @@ class Model:
         self.step_count = 0
         self.history = {}
         self._feed_cache, self._feed_nodes, self._step_hyper = {}, {}, None
+        self._fast_step = None      # a step call with the checks of the last one done (CPU)
         # draws for random inputs (dropout masks, noise) in training mode
         self.rng = np.random.default_rng(self.graph.seed if seed is None else seed)
         from .backends import make_backend
@@ -152,6 +153,11 @@ class Model:
 
         Random inputs (dropout masks, noise) are drawn from the model's generator
         (seeded by ``seed=`` of :func:`graphnn.compile`, default the graph's seed)."""
+        fast = self._fast_step
+        if fast is not None and training:
+            loss = fast(feeds)
+            if loss is not None:
+                return loss
         self._need_loss()
         arrays, batch = self._feeds("step", feeds, training)
         self.step_count += 1
@@ -159,6 +165,9 @@ class Model:
         for k in self._step_hyper_names():
             arrays[k] = hyper[k]
         out = self.backend.run("step", arrays, batch)
+        if training and type(feeds) is dict and set(feeds) == set(arrays) - set(hyper):
+            maker = getattr(self.backend, "fast_step", None)
+            self._fast_step = maker(feeds, batch) if maker is not None else None
         return float(out["loss"])
 
     def train_steps(self, feeds, batch_size=32, steps=None, order=None, shuffle=False):
