@@ -21,15 +21,17 @@ sys.path.insert(0, HERE)
 
 
 def kernel_times(model, feeds, reps):
-    """[(median seconds, kernel name, what it computes)] for each call of the step, in order."""
+    """[(median seconds, kernel name, the node it computes, whether it calls BLAS)] for each call of
+    the step, in order."""
     import numpy as np
     build = model.backend.build("step")
     plan = model.backend._plan("step", len(next(iter(feeds.values()))))
     args = [np.ascontiguousarray(feeds[f], dtype=model.dtype) for f in plan.feeds]
     plan.bound(*args)                                      # every kernel compiled and warm
     bound, source = plan.bound, model.backend.program_source("step", model.backend.printer(False))
+    texts = {k.name: k.text for k in source.kernels}
     rows = []
-    for (fn, values, fed), (name, _, _) in zip(bound.calls, build.meta["calls"]):
+    for (fn, values, fed), (name, _, _), note in zip(bound.calls, build.meta["calls"], source.call_notes):
         values = list(values)
         for pos, k, flat in fed:
             values[pos] = args[k].reshape(-1) if flat else args[k]
@@ -40,7 +42,7 @@ def kernel_times(model, feeds, reps):
             t0 = time.perf_counter()
             fn(*values)
             times.append(time.perf_counter() - t0)
-        rows.append((statistics.median(times), name, source.first_use.get(name, "")))
+        rows.append((statistics.median(times), name, note, "np.dot(" in texts[name]))
     return rows
 
 
@@ -67,21 +69,21 @@ def main():
     step = statistics.median(steps)
     rows = kernel_times(model, feeds, args.reps)
     by_kind = defaultdict(float)
-    for t, _, what in rows:
-        by_kind[_kind(what)] += t
-    total = sum(t for t, _, _ in rows)
+    for t, _, what, blas in rows:
+        by_kind[_kind(what, blas)] += t
+    total = sum(r[0] for r in rows)
     print(f"{args.workload}: step {step * 1e6:.0f} us (model.step, median); its {len(rows)} kernel calls "
           f"timed one by one sum to {total * 1e6:.0f} us")
     print(f"\n{'us':>8s} {'share':>6s}  kind")
     for kind, t in sorted(by_kind.items(), key=lambda kv: -kv[1]):
         print(f"{t * 1e6:8.1f} {t / total:6.1%}  {kind}")
     print(f"\n{'us':>8s}  kernel (the first node it computes)")
-    for t, name, what in sorted(rows, key=lambda r: -r[0])[:15]:
+    for t, name, what, _ in sorted(rows, key=lambda r: -r[0])[:15]:
         print(f"{t * 1e6:8.1f}  {name}  {what[:110]}")
 
 
-def _kind(what):
-    if "(matrix product)" in what:
+def _kind(what, blas):
+    if blas:
         return "matrix products (BLAS)"
     if what.startswith("update["):
         return "optimizer updates"

@@ -36,6 +36,9 @@ from .scalar import helpers_source
 FASTMATH = "{'reassoc', 'contract', 'arcp', 'nsz'}"
 KERNEL_DECORATOR = "@njit(fastmath=" + FASTMATH + ", error_model='numpy', cache=True, nogil=True{extra})"
 
+# the parallel variant of a row pass splits the rows into this many chunks (threads take them)
+ROW_CHUNKS = 64
+
 # identifiers a driver uses itself; buffer names made from node names avoid them
 DRIVER_NAMES = {"np", "njit", "prange", "math", "params", "state", "hyper", "work", "N", "_F"}
 
@@ -66,6 +69,7 @@ class ProgramSource:
     meta: dict = field(default_factory=dict)   # layout, feeds, outputs and the calls in order
     first_use: dict = field(default_factory=dict)   # kernel name -> the node line of its first call
     loop: list = field(default_factory=list)   # the training loop's lines (the step program only)
+    call_notes: list = field(default_factory=list)  # per call: the last node line it computes
 
 
 class CPUPrinter(KernelPrinter):
@@ -201,13 +205,29 @@ class CPUPrinter(KernelPrinter):
         lines = [f"{sym} = {self.printer.doprint(acc)}" for acc, sym in fixed.items()]
         targets = list(dict.fromkeys(t for t, _ in k.sums))
         acc_of = {t: f"_acc{n}" for n, t in enumerate(targets)}
-        lines += [f"{acc_of[t]} = _F(0.0)" for t in targets]
-        lines.append(f"for {k.row} in range(N):")
         body = [f"{sym} = {self.printer.doprint(e.xreplace(fixed))}" for sym, e in k.assigns]
         body += [f"{self.printer.doprint(t)} = {self.printer.doprint(v)}" for t, v in k.stores]
         body += [f"{acc_of[t]} += {self.printer.doprint(e.xreplace(fixed))}" for t, e in k.sums]
-        lines += ["    " + line for line in body]
-        lines += [f"{self.printer.doprint(t)} = {acc_of[t]}" for t in targets]
+        if not self.parallel:
+            lines += [f"{acc_of[t]} = _F(0.0)" for t in targets]
+            lines.append(f"for {k.row} in range(N):")
+            lines += ["    " + line for line in body]
+            lines += [f"{self.printer.doprint(t)} = {acc_of[t]}" for t in targets]
+            return lines
+        # parallel: the rows split into ROW_CHUNKS chunks, each with its own partial sums, added
+        # in chunk order after the loop: race-free, and the same result for any thread count
+        # (asking Numba for the thread count inside a kernel keeps it out of Numba's cache)
+        lines += [f"_T = max(1, min({ROW_CHUNKS}, N))", "_chunk = (N + _T - 1) // _T"]
+        if targets:
+            lines.append(f"_part = np.zeros((_T, {len(targets)}), dtype=_F)")
+        lines.append("for _t in prange(_T):")
+        lines += [f"    {acc_of[t]} = _F(0.0)" for t in targets]
+        lines.append(f"    for {k.row} in range(_t * _chunk, min(N, (_t + 1) * _chunk)):")
+        lines += ["        " + line for line in body]
+        lines += [f"    _part[_t, {n}] = {acc_of[t]}" for n, t in enumerate(targets)]
+        for n, t in enumerate(targets):
+            lines += [f"{acc_of[t]} = _F(0.0)", "for _t in range(_T):", f"    {acc_of[t]} += _part[_t, {n}]",
+                      f"{self.printer.doprint(t)} = {acc_of[t]}"]
         return lines
 
     def rows_outer(self, k):
@@ -250,7 +270,7 @@ class CPUPrinter(KernelPrinter):
                 shape = b.value.shape if np.ndim(b.value) else (1,)
                 constants.append(f"_CONST_{b.name} = np.array({values!r}, dtype=np.{self.dtype})"
                                  f".reshape({shape!r})")
-        kernels, calls, first_use, body = {}, [], {}, []
+        kernels, calls, first_use, body, call_notes = {}, [], {}, [], []
         flat_names, used = {}, set(kprog.buffers) | self.reserved
         for k in kprog.kernels:
             source, args = self.kernel(k)
@@ -259,6 +279,7 @@ class CPUPrinter(KernelPrinter):
             calls.append((source.name, tuple(args), tuple(n for n, a in enumerate(args) if a in flat)))
             notes = k.comments if isinstance(k, (Fused, Rows)) else [k.comment]
             first_use.setdefault(source.name, comment_text(notes[-1]) if notes else "")
+            call_notes.append(comment_text(notes[-1]) if notes else "")
             body.append("")
             body += [f"    # {comment_text(c)}" for c in notes]
             passed = []
@@ -277,7 +298,8 @@ class CPUPrinter(KernelPrinter):
         lines += body
         meta = program_meta(kprog, slots, work)
         meta["calls"] = calls
-        source = ProgramSource(kprog.name, fn_name, list(kernels.values()), lines, constants, meta, first_use)
+        source = ProgramSource(kprog.name, fn_name, list(kernels.values()), lines, constants, meta, first_use,
+                               call_notes=call_notes)
         if kprog.name == "step" and "loss" in meta["outputs"]:
             source.loop = self.training_loop(kprog, source, views, [b for b in body if b.strip()
                                                                     and not b.strip().startswith("#")],
