@@ -534,7 +534,7 @@ def loop_arrays(meta, data, batch, steps, dtype, drawn=None, rows=None):
             value = drawn[name] if drawn is not None else np.zeros((steps, *data[name].shape), dtype=dtype)
             feeds.append(value)
         elif kind == "rows":
-            feeds.append(data[name].reshape(len(data[name]), -1))
+            feeds.append(data[name].reshape(-1))
             if rows is None:
                 made.append(np.zeros((batch, *data[name].shape[1:]), dtype=dtype))
         else:
