@@ -191,14 +191,11 @@ class CPUPrinter(KernelPrinter):
     def rows(self, k):
         """One pass over the batch rows: row values in registers, sums in scalar accumulators.
 
-        Values that do not change with the row (parameters) are read before the loop; the
-        pass is serial, so its sums are race-free."""
-        fixed, assigns = {}, []
-        for sym, e in k.assigns:
-            for acc in sorted(e.atoms(sp.Indexed), key=sp.default_sort_key):
-                if k.row not in acc.free_symbols and acc not in fixed:
-                    fixed[acc] = sp.Symbol(f"_l{len(fixed)}", real=True)
-        for _, e in k.sums:
+        Values that do not change with the row (parameters) are read before the loop. The
+        serial variant is one loop; the parallel one splits the rows into chunks with
+        partial sums (race-free either way)."""
+        fixed = {}
+        for e in [e for _, e in k.assigns] + [e for _, e in k.sums]:
             for acc in sorted(e.atoms(sp.Indexed), key=sp.default_sort_key):
                 if k.row not in acc.free_symbols and acc not in fixed:
                     fixed[acc] = sp.Symbol(f"_l{len(fixed)}", real=True)
