@@ -116,6 +116,8 @@ def test_train_steps_defaults_and_shuffle():
     ({"batch_size": 4, "steps": 20}, "20 steps of 4 rows"),
     ({"batch_size": 4, "order": [0, 1, 99]}, "row numbers in [0, 10)"),
     ({"batch_size": 4, "order": [[0, 1]]}, "1-D array"),
+    ({"batch_size": 4, "order": [0.5, 1.5]}, "row numbers (integers)"),
+    ({"batch_size": 4, "order": ["a", "b"]}, "row numbers (integers)"),
 ])
 def test_train_steps_refuses_bad_arguments(kwargs, message):
     model = _twins(_regression, "SGD", "float32")[0]

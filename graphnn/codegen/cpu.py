@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import sympy as sp
 
+from ..graph.random import is_random
 from ..lower.canonical import canonical_kernel, structural_key
 from ..lower.ir import Contract, Fused, ReduceOrder, Rows
 from ..lower.pointwise import Contractions
@@ -29,7 +30,7 @@ from ..lower.target import CPU_PASSES
 from ..version import __version__
 from .fastmath import EXP2_TABLE, FAST_HELPERS, FAST_NAMES
 from .kernels import KernelPrinter, comment_text, extent_code
-from .layout import make_layout, program_meta
+from .layout import affine_code, make_layout, program_meta
 from .scalar import helpers_source
 
 # fast-math flags that keep NaN/inf semantics (GUIDE: same speed as fastmath=True)
@@ -301,9 +302,6 @@ class CPUPrinter(KernelPrinter):
             source.loop = self.training_loop(kprog, source, views, [b for b in body if b.strip()
                                                                     and not b.strip().startswith("#")],
                                              [h for h, _ in hyper_order])
-            if not any(kind == "rows" for _, kind in meta["train"]["feeds"]):
-                source.loop = []          # nothing to take rows from: no loop
-                del meta["train"]
         return source
 
     def training_loop(self, kprog, source, views, calls, hyper_names):
@@ -314,15 +312,19 @@ class CPUPrinter(KernelPrinter):
         the feeds' own names), takes the random inputs' pre-drawn values for that step,
         sets the step counter ``t``, calls the step's kernels and stores the loss. Only
         full batches run here (the row buffers fix the batch size); a last, smaller batch
-        is a plain step (see :mod:`graphnn.runtime.cpu`)."""
+        is a plain step (see :mod:`graphnn.runtime.cpu`). No loop where no feed has rows to
+        take (returns [])."""
         meta = source.meta
+        if not any(shape and shape[0] is None and not is_random(kprog.buffers[buf].node)
+                   for buf, shape in meta["feed_shapes"].items()):
+            return []
         used = set(kprog.buffers) | self.reserved | {"order", "start", "steps", "t0", "losses", "s", "row",
                                                        "lo", "src", "col", "t_step"}
         kinds, args, rows, per_step, gathers, flat_views = [], [], [], [], [], {}
         for buf, node_name in meta["feed_buffers"].items():
             node = kprog.buffers[buf].node
             shape = meta["feed_shapes"][buf]
-            if node.kind == "input" and node.role == "random":
+            if is_random(node):
                 kinds.append((node_name, "drawn"))
                 draws = _unique(f"{buf}_draws", used)
                 args.append(draws)
@@ -351,7 +353,7 @@ class CPUPrinter(KernelPrinter):
             read = repr(float(loss[1]))
         else:
             array, (const, per_n) = loss[0], loss[1]
-            read = f"{array}[{_affine_code(const, per_n, 'N')}]"
+            read = f"{array}[{affine_code(const, per_n)}]"
         t = hyper_names.index(hyper_name("t")) if hyper_name("t") in hyper_names else None
         name = f"train_{self.variant}"
         meta["train"] = {"function": name, "feeds": kinds}
@@ -363,7 +365,7 @@ class CPUPrinter(KernelPrinter):
         lines = ["@njit(nogil=True, cache=True)", f"def {name}({signature}):",
                  f'    """{source.name} in a loop: step s trains on rows order[start + s*N:][:N] '
                  f'(N: the row buffers\' length); losses[s] is its loss."""',
-                 f"    N = {rows[0] if rows else 'order'}.shape[0]", *views, *views_1d,
+                 f"    N = {rows[0]}.shape[0]", *views, *views_1d,
                  "    t_step = float(t0)", "    for s in range(steps):", "        lo = start + s * N"]
         if gathers:
             lines += ["        for row in range(N):", "            src = order[lo + row]", *gathers]
@@ -376,13 +378,6 @@ class CPUPrinter(KernelPrinter):
         lines += ["    " + c for c in calls]
         lines.append(f"        losses[s] = {read}")
         return lines
-
-
-def _affine_code(const, per_n, n):
-    if per_n == 0:
-        return str(const)
-    term = n if per_n == 1 else f"{per_n} * {n}"
-    return term if const == 0 else f"{const} + {term}"
 
 
 def _unique(name, used):

@@ -19,12 +19,13 @@ class Slot:
     shape: tuple          # ints and None
 
     def code_range(self):
-        start = _affine(*self.offset)
-        stop = _affine(self.offset[0] + self.size[0], self.offset[1] + self.size[1])
+        start = affine_code(*self.offset)
+        stop = affine_code(self.offset[0] + self.size[0], self.offset[1] + self.size[1])
         return start, stop
 
 
-def _affine(const, per_n):
+def affine_code(const, per_n):
+    """``const + per_n*N`` as code."""
     if per_n == 0:
         return str(const)
     term = "N" if per_n == 1 else f"{per_n}*N"

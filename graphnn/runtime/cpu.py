@@ -202,55 +202,54 @@ class ProgramBuild:
 
     def compile_driver(self, background):
         """Compile the driver function itself (stage 3); idempotent."""
-        with self._lock:
-            if self.driver_job is not None:
-                return
-            self.driver_job = threading.Event()
-
-        def job():
-            try:
-                t0 = time.perf_counter()
-                b = self.backend
-                const, per_n = self.meta["work"]
-                work = np.zeros(const + per_n * SCRATCH_BATCH, dtype=b.model.dtype)
-                _compile_driver(self.driver, (*self._scratch_feeds(), b.params_flat.copy(),
-                                              b.state_flat.copy(), b.hyper.copy(), work, SCRATCH_BATCH))
-                self.stage = "compiled"
-                self.timings["driver"] = time.perf_counter() - t0
-            except BaseException as exc:  # the kernel loop keeps running: a driver is optional
-                self.timings["driver_error"] = repr(exc)
-            finally:
-                self.driver_job.set()
-        if background:
-            WORKER.submit(job)
-        else:
-            job()
+        def compile_it():
+            b = self.backend
+            const, per_n = self.meta["work"]
+            work = np.zeros(const + per_n * SCRATCH_BATCH, dtype=b.model.dtype)
+            _compile_driver(self.driver, (*self._scratch_feeds(), b.params_flat.copy(),
+                                          b.state_flat.copy(), b.hyper.copy(), work, SCRATCH_BATCH))
+            self.stage = "compiled"
+        self._optional_compile("driver", compile_it, background)
 
     def compile_loop(self, background):
-        """Compile the training loop around the step driver; idempotent. ``self.loop`` is set
-        when it is ready (it stays None if it cannot be compiled: steps then run one by one)."""
+        """Compile the training loop around the step's kernels; idempotent. ``self.loop`` is
+        set when it is ready (it stays None if it cannot be compiled: steps then run one by
+        one)."""
+        if "train" not in (self.meta or {}):
+            return
+
+        def compile_it():
+            b = self.backend
+            loop = getattr(self.module, self.meta["train"]["function"])
+            const, per_n = self.meta["work"]
+            work = np.zeros(const + per_n * SCRATCH_BATCH, dtype=b.model.dtype)
+            feeds, rows = loop_arrays(self.meta, dict(zip(self.meta["feeds"], self._scratch_feeds())),
+                                      SCRATCH_BATCH, 1, b.model.dtype)
+            loop(*feeds, np.zeros(SCRATCH_BATCH, dtype=np.int64), 0, 0, 0, np.zeros(1),
+                 *rows, b.params_flat.copy(), b.state_flat.copy(), b.hyper.copy(), work)
+            self.loop = loop
+        self._optional_compile("loop", compile_it, background)
+
+    def _optional_compile(self, what, compile_it, background):
+        """Run ``compile_it`` once (``self.<what>_job`` is its Event), now or in the background.
+
+        What it compiles is optional -- the kernel loop keeps running without it -- so an
+        error is recorded in ``timings["<what>_error"]``, not raised."""
         with self._lock:
-            if self.loop_job is not None or "train" not in (self.meta or {}):
+            if getattr(self, f"{what}_job") is not None:
                 return
-            self.loop_job = threading.Event()
+            done = threading.Event()
+            setattr(self, f"{what}_job", done)
 
         def job():
             try:
                 t0 = time.perf_counter()
-                b = self.backend
-                loop = getattr(self.module, self.meta["train"]["function"])
-                const, per_n = self.meta["work"]
-                work = np.zeros(const + per_n * SCRATCH_BATCH, dtype=b.model.dtype)
-                feeds, rows = loop_arrays(self.meta, dict(zip(self.meta["feeds"], self._scratch_feeds())),
-                                          SCRATCH_BATCH, 1, b.model.dtype)
-                loop(*feeds, np.zeros(SCRATCH_BATCH, dtype=np.int64), 0, 0, 0, np.zeros(1),
-                     *rows, b.params_flat.copy(), b.state_flat.copy(), b.hyper.copy(), work)
-                self.loop = loop
-                self.timings["loop"] = time.perf_counter() - t0
-            except BaseException as exc:  # steps keep running one call each: the loop is optional
-                self.timings["loop_error"] = repr(exc)
+                compile_it()
+                self.timings[what] = time.perf_counter() - t0
+            except BaseException as exc:
+                self.timings[f"{what}_error"] = repr(exc)
             finally:
-                self.loop_job.set()
+                done.set()
         if background:
             WORKER.submit(job)
         else:

@@ -198,6 +198,9 @@ class Model:
         data, rows = self._training_data(feeds)
         if order is None:
             order = self.rng.permutation(rows) if shuffle else np.arange(rows)
+        order = np.asarray(order)
+        if order.size and order.dtype.kind not in "iu":
+            raise FeedError(f"train_steps: order must hold row numbers (integers); got dtype {order.dtype}")
         order = np.ascontiguousarray(order, dtype=np.int64)
         if order.ndim != 1 or (order.size and (order.min() < 0 or order.max() >= rows)):
             raise FeedError(f"train_steps: order must be a 1-D array of row numbers in [0, {rows}); "
