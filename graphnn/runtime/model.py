@@ -178,8 +178,8 @@ class Model:
         the model's generator. ``steps`` defaults to one pass over ``order`` (the last batch
         may be smaller). Parameters, optimizer state, ``step_count`` and the random
         inputs' draws end as ``steps`` calls of :meth:`step` on the same batches leave
-        them: bit for bit in float64, to the last bits in float32 (LLVM may round
-        differently once the kernels are inlined into one loop).
+        them, to the last bit or two (the same kernels, called one by one or inlined into
+        one loop, may round differently).
 
         On the CPU target the steps of full batches run in a compiled loop (gathering the
         rows, the step and the loss, with no return to Python); other targets, and the
