@@ -372,7 +372,8 @@ class CPUPrinter(KernelPrinter):
         lines += per_step
         if t is not None:
             # a float count, as a step call writes it: were it an integer converted here, LLVM
-            # could turn the optimizer's pow(beta, t) into repeated products (other roundings)
+            # may turn the optimizer's pow(beta, t) into repeated products (float32 Adam
+            # losses moved in the last bit when it was an integer)
             lines.append("        t_step += 1.0")
             lines.append(f"        hyper[{t}] = t_step")
         lines += ["    " + c for c in calls]
