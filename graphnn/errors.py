@@ -38,3 +38,11 @@ class CacheError(GraphnnError, RuntimeError):
 
 class FileFormatError(GraphnnError, ValueError):
     """A saved graph or model file is corrupted, incomplete, or from a newer format version."""
+
+
+class GraphMixError(GraphnnError, ValueError):
+    """Nodes of two different graphs meet in one op or one compiled model."""
+
+
+class ArgumentError(GraphnnError, TypeError):
+    """An argument of a graphnn function has the wrong type or value."""

@@ -18,6 +18,7 @@ Each pass takes the :class:`Lowering` state and fills in one part of it:
 :data:`PASSES` lists them in order; :func:`lower` runs them. Target passes
 (flattening, rows-outer sums, split reductions) follow in :mod:`.target`.
 """
+import builtins
 import keyword
 import re
 from dataclasses import dataclass, field
@@ -60,8 +61,10 @@ class Names:
         self.used = set(RESERVED if reserved is None else reserved)
 
     def make(self, raw):
-        base = re.sub(r"\W+", "_", raw).strip("_") or "v"
-        if base[0].isdigit() or keyword.iskeyword(base):
+        # ASCII only: Python folds some non-ASCII identifiers together (NFKC: "\ufb01" is
+        # "fi"), and node names are user text; the names stay as given in comments
+        base = re.sub(r"[^0-9A-Za-z_]+", "_", str(raw)).strip("_") or "v"
+        if base[0].isdigit() or keyword.iskeyword(base) or hasattr(builtins, base):
             base = "t_" + base
         if GENERATED.match(base):
             base = "t_" + base

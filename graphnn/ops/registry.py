@@ -16,7 +16,7 @@ import inspect
 
 import sympy as sp
 
-from ..errors import ShapeError
+from ..errors import GraphMixError, ShapeError
 from ..graph.node import Graph, Node, format_shape, join_dtypes
 from .functions import IndexMax, IndexSum, check_translatable
 from .index_body import IndexBody, parse_index_body
@@ -28,11 +28,19 @@ def _srepr_key(*parts):
     return "|".join(sp.srepr(p) if isinstance(p, sp.Basic) else repr(p) for p in parts)
 
 
-def _graph_of(args):
-    for a in args:
-        if isinstance(a, Node):
-            return a.graph
-    raise TypeError("an op needs at least one graph node among its inputs")
+def _graph_of(args, op=None):
+    """The graph of an op's node inputs, which must all be one graph's."""
+    nodes = [a for a in args if isinstance(a, Node)]
+    if not nodes:
+        raise TypeError("an op needs at least one graph node among its inputs")
+    graph = nodes[0].graph
+    for other in nodes[1:]:
+        if other.graph is not graph:
+            raise GraphMixError(
+                f"op {getattr(op, 'name', '?')!r}: input {nodes[0].name!r} belongs to graph "
+                f"{graph.name!r} and input {other.name!r} to graph {other.graph.name!r}; build "
+                f"both in one graph, or reuse a network in another with gn.as_layer")
+    return graph
 
 
 def as_node(value, graph):
@@ -74,7 +82,7 @@ class OpBase:
         if len(args) != len(self.arg_names):
             raise TypeError(f"op {self.name!r} takes {len(self.arg_names)} inputs "
                             f"({', '.join(self.arg_names)}), got {len(args)}")
-        graph = _graph_of(args)
+        graph = _graph_of(args, self)
         inputs = [as_node(a, graph) for a in args]
         attrs = self.resolve_attrs(attrs)
         shape = self.infer_shape(inputs, attrs)

@@ -19,6 +19,7 @@ path updates the same parameter and optimizer-state arrays in place, so
 switching between them is seamless.
 """
 import atexit
+from collections import OrderedDict
 import queue
 import sys
 import threading
@@ -41,6 +42,7 @@ CALL_COST = 0.3e-6         # seconds a Python call of a compiled kernel costs (m
 TIMED_CALLS = 5            # calls timed before deciding whether a compiled driver pays
 DRIVER_PAYS = 0.05         # compile the driver when the loop's call overhead exceeds 5 % of a call
 MAX_DRIVER_CALLS = 400     # a driver's compile grows with its calls (~5 ms each): longer ones keep the loop
+MAX_PLANS = 8              # (program, batch size) plans kept; the least recently used go first
 
 
 # While a build runs in the background, the interpreter switches threads this often (seconds).
@@ -120,11 +122,13 @@ class BoundProgram:
     functions, so it needs no compile of its own. Only feeds change between
     calls; every other argument is a view made here once."""
 
-    def __init__(self, build, params, state, hyper, batch):
+    def __init__(self, build, params, state, hyper, batch, work=None):
         meta, module = build.meta, build.module
         const, per_n = meta["work"]
         self.batch = batch
-        self.work = np.zeros(const + per_n * batch, dtype=params.dtype)
+        need = const + per_n * batch
+        # ``work``: an arena at least this long, shared with the program's other batch sizes
+        self.work = np.zeros(need, dtype=params.dtype) if work is None else work[:need]
         arrays = {"params": params, "state": state, "hyper": hyper, "work": self.work}
         self.flat = arrays
         views = {}
@@ -327,7 +331,13 @@ class CPUBackend:
         self.hyper_order = [n for n, _ in self.orders[2]]
         self._flatten_buffers()
         self._builds = {}
-        self._plans = {}
+        # (program, batch) -> _Plan, least recently used first. The plans of one program share
+        # one work arena, sized for the largest batch since it last grew: memory stays that of
+        # one batch size, whatever sizes a user calls with (issue: 1..400 rows grew 2.8 GB).
+        self._plans = OrderedDict()
+        self._arenas = {}                 # program -> its work arena
+        self._busy = set()                # programs whose arena a call is using now
+        self._lock = threading.RLock()    # the plan tables; held through calls that update the model
         self._reference = ReferenceBackend(model)
         self._lowered = {}
         self._sources = {}
@@ -397,20 +407,42 @@ class CPUBackend:
     def _plan(self, name, batch):
         """What a call of program ``name`` at this batch size needs, worked out once."""
         key = (name, batch)
-        plan = self._plans.get(key)
-        if plan is not None:
-            return plan
-        build = self.build(name, self._parallel_for(name, batch))
+        with self._lock:
+            plan = self._plans.get(key)
+            if plan is not None:
+                self._plans.move_to_end(key)
+                return plan
+            build = self.build(name, self._parallel_for(name, batch))
         if self.wait:
             build.start(background=False)
         if build.error is not None:
             raise build.error
         if build.stage == "reference":
             return build          # still building in the background: no plan yet
-        plan = _Plan(build, BoundProgram(build, self.params_flat, self.state_flat, self.hyper, batch),
-                     self.hyper_order)
-        self._plans[key] = plan
-        return plan
+        const, per_n = build.meta["work"]
+        with self._lock:
+            plan = self._plans.get(key)
+            if plan is not None:
+                return plan
+            arena = self._arenas.get(name)
+            if arena is None or len(arena) < const + per_n * batch:
+                # the arena grows: plans bound to the old one let it go
+                arena = self._arenas[name] = np.zeros(const + per_n * batch, dtype=self.params_flat.dtype)
+                for old in [k for k in self._plans if k[0] == name]:
+                    del self._plans[old]
+            plan = _Plan(build, BoundProgram(build, self.params_flat, self.state_flat, self.hyper, batch,
+                                             arena), self.hyper_order)
+            self._plans[key] = plan
+            while len(self._plans) > MAX_PLANS:
+                self._plans.popitem(last=False)
+            return plan
+
+    def _private_plan(self, plan):
+        """A plan like ``plan`` with a work array of its own, for a call made while another
+        thread uses the program's arena."""
+        bound = plan.bound
+        return _Plan(plan.build, BoundProgram(plan.build, self.params_flat, self.state_flat, self.hyper,
+                                              bound.batch), self.hyper_order, times=plan.times)
 
     def prepare(self, name, batch):
         """Start building program ``name`` for batches of ``batch`` rows (finish it if waiting).
@@ -428,14 +460,40 @@ class CPUBackend:
         return self.parallel is True
 
     def run(self, name, feeds, batch):
+        """Run program ``name``. Thread-safe: calls of programs that update the model (the
+        step) run one at a time; other calls run side by side, each on a work array of its own
+        when the program's shared one is in use."""
+        updates = bool(self.model.programs[name].updates)
+        if updates:
+            with self._lock:
+                return self._run(name, feeds, batch)
         plan = self._plan(name, batch)
-        if isinstance(plan, ProgramBuild):      # nothing compiled yet: the reference runs it
-            out = self._reference.run(name, feeds, batch)
-            # the build starts after this call, so the first result does not share the
-            # interpreter with a compile
-            plan.start(background=True)
-            return out
+        if isinstance(plan, ProgramBuild):
+            return self._run_reference(plan, name, feeds, batch)
+        with self._lock:
+            shared = name not in self._busy
+            if shared:
+                self._busy.add(name)
+        try:
+            return (plan if shared else self._private_plan(plan)).run(feeds, self)
+        finally:
+            if shared:
+                with self._lock:
+                    self._busy.discard(name)
+
+    def _run(self, name, feeds, batch):
+        plan = self._plan(name, batch)
+        if isinstance(plan, ProgramBuild):
+            return self._run_reference(plan, name, feeds, batch)
         return plan.run(feeds, self)
+
+    def _run_reference(self, build, name, feeds, batch):
+        """Nothing compiled yet: the reference runs it."""
+        out = self._reference.run(name, feeds, batch)
+        # the build starts after this call, so the first result does not share the
+        # interpreter with a compile
+        build.start(background=True)
+        return out
 
     def fast_step(self, feeds, batch):
         """``step(feeds) -> loss or None``: the step program called with only the checks that
@@ -445,7 +503,8 @@ class CPUBackend:
         and the caller takes the full path. Measured on the 1-2-1 net at batch 64: about
         2 us a step, against 4.3 us through the full path."""
         model = self.model
-        plan = self._plans.get(("step", batch))
+        with self._lock:
+            plan = self._plans.get(("step", batch))
         if not isinstance(plan, _Plan) or len(plan.times) < TIMED_CALLS:
             return None
         nodes = model.programs["step"].nodes
@@ -463,9 +522,15 @@ class CPUBackend:
         build, bound, params, state, hyper = plan.build, plan.bound, self.params_flat, self.state_flat, self.hyper
         work, dtype, optimizer_hyper = bound.work, model.dtype, model.optimizer.hyper
 
+        lock = self._lock
+
         def step(given):
             if type(given) is not dict or len(given) != count:
                 return None
+            with lock:
+                return locked_step(given)
+
+        def locked_step(given):
             args = []
             for name, shape in spec:
                 value = given.get(name)
@@ -507,14 +572,15 @@ class CPUBackend:
                 return None
 
         def loop(data, drawn, order, start, steps, t0, hyper):
-            for k, h in plan.hyper:
-                if h in hyper:
-                    self.hyper[k] = hyper[h]
-            feeds, rows = plan.loop_buffers(data, drawn, batch, self.model.dtype)
-            losses = np.empty(steps, dtype=np.float64)
-            build.loop(*feeds, order, start, steps, t0, losses, *rows, self.params_flat, self.state_flat,
-                       self.hyper, plan.bound.work)
-            return losses
+            with self._lock:
+                for k, h in plan.hyper:
+                    if h in hyper:
+                        self.hyper[k] = hyper[h]
+                feeds, rows = plan.loop_buffers(data, drawn, batch, self.model.dtype)
+                losses = np.empty(steps, dtype=np.float64)
+                build.loop(*feeds, order, start, steps, t0, losses, *rows, self.params_flat,
+                           self.state_flat, self.hyper, plan.bound.work)
+                return losses
         return loop
 
     def read_param(self, name):
@@ -544,7 +610,7 @@ def loop_arrays(meta, data, batch, steps, dtype, drawn=None, rows=None):
 class _Plan:
     """One program at one batch size: its bound kernel loop, outputs, and the driver decision."""
 
-    def __init__(self, build, bound, hyper_order):
+    def __init__(self, build, bound, hyper_order, times=None):
         self.build, self.bound = build, bound
         self.feeds = build.meta["feeds"]
         self.hyper = list(enumerate(hyper_order))
@@ -557,7 +623,7 @@ class _Plan:
             stop = start + size[0] + size[1] * bound.batch
             full = tuple(bound.batch if d is None else d for d in shape)
             self.outputs.append((oname, bound.flat[array][start:stop].reshape(full), full))
-        self.times = []
+        self.times = [] if times is None else list(times)
         self.rows = None          # the training loop's row buffers
 
     def loop_buffers(self, data, drawn, batch, dtype):

@@ -6,7 +6,7 @@ functions as arguments on every call.
 """
 import numpy as np
 
-from ..errors import FeedError
+from ..errors import ArgumentError, FeedError, GraphMixError
 from ..graph.node import Graph, Node
 from ..graph.random import fill, is_random, sample
 from ..graph.traverse import topological
@@ -36,7 +36,24 @@ def _split_graph(graph_or_loss, loss, outputs):
     if not outputs:
         raise ValueError(f"graph {graph.name!r} has no outputs and no loss: name one with "
                          f"graph.output(name, node) or pass loss=")
+    _check_one_graph(graph, loss, outputs)
     return graph, loss, outputs
+
+
+def _check_one_graph(graph, loss, outputs):
+    """Every node the model computes belongs to ``graph``: a node of another graph would read
+    that graph's parameters under this graph's names."""
+    roots = {**outputs, **({"loss": loss} if loss is not None else {})}
+    for key, root in roots.items():
+        if not isinstance(root, Node):
+            raise ArgumentError(f"output {key!r} of graph {graph.name!r} is a {type(root).__name__}, "
+                                f"not a node")
+        for n in topological([root]):
+            if n.graph is not graph:
+                raise GraphMixError(f"{'the loss' if key == 'loss' else f'output {key!r}'} uses node "
+                                    f"{n.name!r} of graph {n.graph.name!r}, but the model compiles "
+                                    f"graph {graph.name!r}; build it in one graph, or reuse a network "
+                                    f"in another with gn.as_layer")
 
 
 class Model:
