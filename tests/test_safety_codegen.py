@@ -249,3 +249,32 @@ def test_nodes_of_two_graphs_do_not_mix():
     for target in ("reference", "cpu"):
         with pytest.raises(gn.GraphMixError, match="graph 'second'.*compiles graph 'first'"):
             gn.compile(g1, outputs={"y": y2}, target=target)
+
+
+@pytest.mark.cuda
+def test_cuda_buffers_stay_bounded_and_calls_from_threads_agree():
+    from graphnn.runtime import cuda as cuda_backend
+    g = gn.Graph("cuda_threads", seed=5)
+    x = g.input("x", (None, 3))
+    y = g.output("y", gn.dense(gn.dense(x, 4, activation="tanh", name="h"), 2, name="o"))
+    model = gn.compile(g, target="cuda", dtype="float64")
+    ref = gn.compile(g, target="reference", dtype="float64")
+    rng = np.random.default_rng(6)
+    for rows in range(1, 13):
+        model.forward({"x": rng.standard_normal((rows, 3))})
+    assert len(model.backend._views) <= cuda_backend.MAX_PLANS
+    assert set(model.backend._launches) <= set(model.backend._views)
+    inputs = [rng.standard_normal((3, 3)) for _ in range(3)]
+    expect = [ref.forward({"x": a})["y"] for a in inputs]
+    wrong = []
+
+    def work(k):
+        for _ in range(3):
+            if not np.allclose(model.forward({"x": inputs[k]})["y"], expect[k], rtol=1e-10, atol=1e-12):
+                wrong.append(k)
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert wrong == []

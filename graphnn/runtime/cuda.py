@@ -5,6 +5,9 @@ device in flat arrays; every buffer is a device view made once per batch size.
 Per call only the feeds go to the device and only the requested outputs come
 back (the loss of a training step is one scalar).
 """
+import threading
+from collections import OrderedDict
+
 import numpy as np
 
 from ..codegen.cuda import CudaModulePrinter, print_model
@@ -13,6 +16,8 @@ from ..errors import TargetError
 from ..lower import lower
 from . import cache as disk
 from ..lower.program import hyper_name, program_signature
+
+MAX_PLANS = 8              # (program, batch size) device buffer sets kept
 
 
 class CompiledModule:
@@ -91,14 +96,21 @@ class CUDABackend:
         self.d_state = self.cuda.to_device(_pack(m.state, m.dtype))
         self.hyper = np.zeros(max(len(self.compiled.hyper_order), 1), dtype=m.dtype)
         self.d_hyper = self.cuda.to_device(self.hyper)
-        self._views = {}
+        # (program, batch) -> device buffers and launches; the least recently used beyond
+        # MAX_PLANS are dropped, so device memory does not grow with every batch size used
+        self._views = OrderedDict()
         self._launches = {}
+        self._lock = threading.RLock()    # one call at a time: calls share device buffers
 
     def _buffers(self, name, batch):
         """Device views of every buffer of a program at this batch size (made once)."""
         key = (name, batch)
         if key in self._views:
+            self._views.move_to_end(key)
             return self._views[key]
+        while len(self._views) >= MAX_PLANS:
+            old, _ = self._views.popitem(last=False)
+            self._launches.pop(old, None)
         meta = self.compiled.meta[name]
         const, per_n = meta["work"]
         d_work = self.cuda.device_array(const + per_n * batch, dtype=self.model.dtype)
@@ -122,6 +134,10 @@ class CUDABackend:
         return self._views[key]
 
     def run(self, name, feeds, batch):
+        with self._lock:
+            return self._run(name, feeds, batch)
+
+    def _run(self, name, feeds, batch):
         views, feed_bufs, arrays = self._buffers(name, batch)
         for k, h in enumerate(self.compiled.hyper_order):
             if h in feeds:
