@@ -9,10 +9,13 @@
   outputs, the loss, the model's dtype, target, optimizer, step count and
   random-input generator state, and the SHA-256 of the ``.npz``.
 
-Each file is written to a temporary file and moved into place with
-``os.replace``; the JSON goes last and names the checksum of the arrays, so a
-reader never sees a half-written pair unnoticed. The format is documented in
-``docs/file-format.md``. A loaded model computes bit-identical outputs.
+A save is all-or-nothing: each file is written to a temporary file and moved
+into place with ``os.replace``, and the JSON, moved last, is the commit point
+(see :func:`save`); after a crash at any moment the previous save or the new
+one loads. A loader checks everything it reads and refuses a malformed file
+with a :class:`~graphnn.errors.FileFormatError` naming the file and the field.
+The format is documented in ``docs/file-format.md``. A loaded model computes
+bit-identical outputs.
 
 >>> import os, tempfile, numpy as np
 >>> import graphnn as gn
@@ -29,13 +32,14 @@ import hashlib
 import io as _io
 import json
 import os
-import tempfile
-import zipfile
+import re
+import secrets
+import stat
 
 import numpy as np
 
-from .errors import FileFormatError
-from .graph.node import Graph, Node
+from .errors import FileFormatError, GraphnnError
+from .graph.node import FLOAT_DTYPES, Graph, Node, join_dtypes
 from .graph.traverse import topological
 from .version import __version__
 
@@ -57,16 +61,10 @@ def _encode_attr(value, where):
     raise FileFormatError(f"{where}: attribute value {value!r} ({type(value).__name__}) cannot be saved")
 
 
-def _decode_attr(value):
-    return tuple(_decode_attr(v) for v in value) if isinstance(value, list) else value
-
-
 def _op_hash(node):
-    """Fingerprint of an op's body, so a file is not loaded against a changed op."""
-    parts = [repr(node.op.key)]
-    if node.op.kind == "index":
-        parts.append(node.op.node_body(node).key)
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+    """Fingerprint of an op's declaration as this node uses it (the content hash that keys
+    nodes and compiled programs), so a file is not loaded against a changed op."""
+    return node.op.node_key(node)[:16]
 
 
 def _node_spec(node, ids):
@@ -113,75 +111,252 @@ def graph_spec(graph, outputs=None, loss=None):
     }
 
 
-def _register(graph, node):
-    graph._names.add(node.name)
+# -- reading the spec: every field is checked, a bad one is a FileFormatError naming it --------
+
+_MISSING = object()
+_MAX_DIM = 2 ** 31 - 1       # one axis of a shape
+_MAX_SIZE = 2 ** 40          # elements per example of one node
+_MAX_INT = 2 ** 63           # attribute values, step counts
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _show(value):
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _get(obj, key, where, ok, what, default=_MISSING):
+    """``obj[key]`` if ``ok`` accepts it; a missing key is ``default`` or an error."""
+    if not isinstance(obj, dict):
+        raise FileFormatError(f"{where} should be a JSON object, not {_show(obj)}")
+    if key not in obj:
+        if default is _MISSING:
+            raise FileFormatError(f"{where}: key {key!r} is missing")
+        return default
+    value = obj[key]
+    if not ok(value):
+        raise FileFormatError(f"{where}: {key!r} should be {what}, not {_show(value)}")
+    return value
+
+
+def _decode_attr(value, where):
+    """An attribute read back: lists become tuples; numbers, strings, booleans and null only."""
+    if isinstance(value, list):
+        return tuple(_decode_attr(v, where) for v in value)
+    if value is None or isinstance(value, (bool, str, float)) or (_is_int(value) and abs(value) < _MAX_INT):
+        return value
+    raise FileFormatError(f"{where}: {_show(value)} is not an attribute value graphnn writes")
+
+
+def _shape(entry, where, batch=True, zero=False):
+    shape = _get(entry, "shape", where, lambda v: isinstance(v, list), "a list")
+    low = 0 if zero else 1
+    for axis, d in enumerate(shape):
+        if d is None and axis == 0 and batch:
+            continue
+        if not _is_int(d) or not low <= d <= _MAX_DIM:
+            raise FileFormatError(
+                f"{where}: shape {_show(shape)} is not valid; its entries are integers from {low} to "
+                f"{_MAX_DIM}{', and null first for the batch axis' if batch else ''}")
+    size = 1
+    for d in shape:
+        size *= 1 if d is None else d
+    if size > _MAX_SIZE:
+        raise FileFormatError(f"{where}: shape {_show(shape)} is too large ({size} elements)")
+    return tuple(shape)
+
+
+def _random_attrs(attrs, where):
+    from .graph.random import DISTRIBUTIONS, random_attrs
+    _get(attrs, "distribution", where, lambda v: isinstance(v, str) and v in DISTRIBUTIONS,
+         f"one of {sorted(DISTRIBUTIONS)}")
+    for k, v in attrs.items():
+        if k != "distribution" and not _is_number(v):
+            raise FileFormatError(f"{where}: attribute {k!r} should be a number, not {_show(v)}")
+    params = {k: v for k, v in attrs.items() if k not in ("distribution", "eval")}
+    try:
+        return random_attrs(attrs["distribution"], attrs.get("eval", 0.0), params)
+    except GraphnnError as error:
+        raise FileFormatError(f"{where}: {error}") from None
+
+
+def _build_op(entry, where, graph, nodes, shape, common):
+    from .ops.registry import REGISTRY, ElementwiseOp
+    name = _get(entry, "op", where, lambda v: isinstance(v, str), "a string")
+    op = REGISTRY.get(name)
+    if op is None:
+        raise FileFormatError(f"{where} uses op {name!r}, which is not registered; "
+                              f"import the module that declares it before loading")
+    ids = _get(entry, "inputs", where, lambda v: isinstance(v, list), "a list of node ids")
+    if len(ids) != len(op.arg_names):
+        raise FileFormatError(f"{where}: op {op.name!r} takes {len(op.arg_names)} inputs, "
+                              f"the file lists {len(ids)}")
+    for i in ids:
+        if not _is_int(i) or not 0 <= i < len(nodes):
+            raise FileFormatError(f"{where}: input {_show(i)} is not the id of an earlier node")
+    inputs = [nodes[i] for i in ids]
+    raw = _get(entry, "attrs", where, lambda v: isinstance(v, dict), "an object", {})
+    attrs = {k: _decode_attr(v, f"{where}: attribute {k!r}") for k, v in raw.items()}
+    missing = sorted(set(op.attr_defaults) - set(attrs))
+    if missing:
+        raise FileFormatError(f"{where}: attribute(s) {missing} of op {op.name!r} are missing")
+    own = {k: attrs[k] for k in op.attr_defaults}
+    if isinstance(op, ElementwiseOp):
+        for k, v in own.items():
+            if not isinstance(v, (bool, int, float)):
+                raise FileFormatError(f"{where}: attribute {k!r} of op {op.name!r} should be a number, "
+                                      f"not {_show(v)}")
+    node = Node("op", op, inputs, attrs, shape, **common)
+    try:
+        dtype = join_dtypes(inputs, f"op {op.name!r}")
+        inferred = tuple(op.infer_shape(inputs, own))
+        if isinstance(op, ElementwiseOp):
+            op.expr(own)
+        digest = _op_hash(node)
+    except Exception as error:   # an op's own code, run on what the file says
+        detail = error if isinstance(error, GraphnnError) else f"{type(error).__name__}: {error}"
+        raise FileFormatError(f"{where}: op {op.name!r} cannot be built from the file's inputs and "
+                              f"attributes {_show(raw)} ({detail})") from None
+    if dtype != common["dtype"]:
+        raise FileFormatError(f"{where}: dtype {common['dtype']!r} is not {dtype!r}, the dtype of its inputs")
+    if inferred != shape:
+        raise FileFormatError(f"{where}: op {op.name!r} gives shape {inferred}, the file says {shape}")
+    recorded = _get(entry, "op_hash", where, lambda v: v is None or isinstance(v, str), "a string", None)
+    if recorded and digest != recorded:
+        raise FileFormatError(f"{where}: op {op.name!r} is declared differently from when "
+                              f"the file was written; its body changed")
     return node
 
 
-def _build_node(spec, graph, made, values):
-    kind, name = spec["kind"], spec["name"]
-    shape = tuple(spec["shape"])
-    common = dict(dtype=spec.get("dtype"), name=name, graph=graph, scope=spec.get("scope", ""))
-    role = spec.get("role", "forward")
+def _build_node(entry, position, graph, nodes, values, source):
+    where = f"{source}: nodes[{position}]"
+    node_id = _get(entry, "id", where, _is_int, "an integer")
+    if node_id != position:
+        raise FileFormatError(f"{where}: id {node_id} should be its position {position} in the list")
+    name = _get(entry, "name", where, lambda v: isinstance(v, str) and v != "", "a non-empty string")
+    where = f"{source}: node {name!r}"
+    if name in graph._names:
+        raise FileFormatError(f"{where}: two nodes have this name")
+    kind = _get(entry, "kind", where, lambda v: v in ("input", "parameter", "constant", "op"),
+                'one of "input", "parameter", "constant", "op"')
+    role = _get(entry, "role", where, lambda v: v in ("forward", "random"), '"forward" or "random"',
+                "forward")
+    if role == "random" and kind != "input":
+        raise FileFormatError(f"{where}: only an input can have role \"random\"")
+    common = dict(
+        dtype=_get(entry, "dtype", where, lambda v: v is None or v in FLOAT_DTYPES,
+                   f"one of {list(FLOAT_DTYPES)} or null", None),
+        name=name, graph=graph, role=role,
+        scope=_get(entry, "scope", where, lambda v: isinstance(v, str), "a string", ""))
     if kind == "input":
-        attrs = {k: _decode_attr(v) for k, v in spec.get("attrs", {}).items()}
-        node = Node("input", None, (), attrs, shape, role=role, **common)
+        shape = _shape(entry, where)
+        attrs = _get(entry, "attrs", where, lambda v: isinstance(v, dict), "an object", {})
+        if role == "random":
+            attrs = _random_attrs(attrs, f"{where}: attrs")
+        else:
+            attrs = {k: _decode_attr(v, f"{where}: attribute {k!r}") for k, v in attrs.items()}
+        node = Node("input", None, (), attrs, shape, **common)
         (graph.random_inputs if role == "random" else graph.inputs)[name] = node
     elif kind == "parameter":
+        shape = _shape(entry, where, batch=False)
+        trainable = _get(entry, "trainable", where, lambda v: isinstance(v, bool), "true or false", True)
         if name not in values:
-            raise FileFormatError(f"parameter {name!r} has no array in the parameter file")
-        value = np.array(values[name], dtype=np.float64)
+            raise FileFormatError(f"{where}: the arrays file has no array 'param/{name}' for this parameter")
+        value = np.asarray(values[name])
+        if value.dtype.kind != "f":
+            raise FileFormatError(f"{where}: array 'param/{name}' has dtype {value.dtype}; "
+                                  f"parameters are floating point")
         if value.shape != shape:
-            raise FileFormatError(f"parameter {name!r}: array has shape {value.shape}, the graph says {shape}")
-        node = Node("parameter", None, (), {}, shape, role=role, **common)
-        graph.parameters[name], graph.values[name] = node, value
-        graph.trainable[name] = bool(spec.get("trainable", True))
+            raise FileFormatError(f"{where}: array 'param/{name}' has shape {value.shape}, "
+                                  f"the graph says {shape}")
+        node = Node("parameter", None, (), {}, shape, **common)
+        graph.parameters[name], graph.values[name] = node, np.array(value, dtype=np.float64)
+        graph.trainable[name] = trainable
     elif kind == "constant":
-        v = spec["value"]
-        value = np.array(v["data"], dtype=np.float64).reshape(v["shape"])
-        node = Node("constant", None, (), {"value": value}, value.shape, role=role, **common)
-    elif kind == "op":
-        from .ops.registry import REGISTRY
-        op = REGISTRY.get(spec["op"])
-        if op is None:
-            raise FileFormatError(f"node {name!r} uses op {spec['op']!r}, which is not registered; "
-                                  f"import the module that declares it before loading")
-        inputs = [made[i] for i in spec["inputs"]]
-        attrs = {k: _decode_attr(v) for k, v in spec.get("attrs", {}).items()}
-        node = Node("op", op, inputs, attrs, shape, role=role, **common)
-        inferred = op.infer_shape(inputs, {k: v for k, v in attrs.items() if k in op.attr_defaults})
-        if tuple(inferred) != shape:
-            raise FileFormatError(f"node {name!r}: op {op.name!r} gives shape {inferred}, "
-                                  f"the file says {shape}")
-        if spec.get("op_hash") and _op_hash(node) != spec["op_hash"]:
-            raise FileFormatError(f"node {name!r}: op {op.name!r} is declared differently from when "
-                                  f"the file was written; its body changed")
+        spec = _get(entry, "value", where, lambda v: isinstance(v, dict), "an object")
+        shape = _shape(spec, f"{where}: value", batch=False, zero=True)
+        data = _get(spec, "data", f"{where}: value", lambda v: isinstance(v, list) and all(map(_is_number, v)),
+                    "a list of numbers")
+        try:
+            value = np.array(data, dtype=np.float64).reshape(shape)
+        except (OverflowError, ValueError):
+            raise FileFormatError(f"{where}: value has {len(data)} numbers for shape {shape}, or a number "
+                                  f"too large for float64") from None
+        if _shape(entry, where, batch=False, zero=True) != shape:
+            raise FileFormatError(f"{where}: shape {entry['shape']} is not the shape of its value {shape}")
+        node = Node("constant", None, (), {"value": value}, shape, **common)
     else:
-        raise FileFormatError(f"node {name!r} has unknown kind {kind!r}")
-    return _register(graph, node)
+        node = _build_op(entry, where, graph, nodes, _shape(entry, where), common)
+    graph._names.add(name)
+    return node
 
 
-def graph_from_spec(spec, values):
-    """(graph, outputs, loss) rebuilt from :func:`graph_spec` output and parameter arrays."""
-    try:
-        info = spec["graph"]
-        graph = Graph(info["name"], seed=info.get("seed", 0))
-        made = {}
-        for entry in spec["nodes"]:
-            made[entry["id"]] = _build_node(entry, graph, made, values)
-        graph.inputs = {made[i].name: made[i] for i in spec["inputs"]}
-        graph.outputs = {k: made[i] for k, i in spec.get("graph_outputs", {}).items()}
-        outputs = {k: made[i] for k, i in spec["outputs"].items()}
-        loss = None if spec.get("loss") is None else made[spec["loss"]]
-    except FileFormatError:
-        raise
-    except (KeyError, TypeError, ValueError, IndexError) as error:
-        raise FileFormatError(f"the graph description is incomplete or malformed "
-                              f"({type(error).__name__}: {error})") from None
+def graph_from_spec(spec, values, source="the graph description"):
+    """(graph, outputs, loss) rebuilt from :func:`graph_spec` output and parameter arrays.
+
+    Everything is checked; anything malformed raises :class:`FileFormatError` naming
+    ``source`` (the file) and the field.
+    """
+    info = _get(spec, "graph", source, lambda v: isinstance(v, dict), "an object")
+    graph = Graph(_get(info, "name", f"{source}: graph", lambda v: isinstance(v, str), "a string"),
+                  seed=_get(info, "seed", f"{source}: graph", lambda v: _is_int(v) and 0 <= v < _MAX_INT,
+                            "a non-negative integer", 0))
+    nodes = []
+    entries = _get(spec, "nodes", source, lambda v: isinstance(v, list), "a list")
+    for position, entry in enumerate(entries):
+        nodes.append(_build_node(entry, position, graph, nodes, values, source))
+
+    def node(i, where):
+        if not _is_int(i) or not 0 <= i < len(nodes):
+            raise FileFormatError(f"{source}: {where} should be a node id, not {_show(i)}")
+        return nodes[i]
+
+    fed = [node(i, f"inputs[{k}]") for k, i in enumerate(
+        _get(spec, "inputs", source, lambda v: isinstance(v, list), "a list of node ids"))]
+    declared = [n for n in nodes if n.kind == "input" and n.role != "random"]
+    if len({id(n) for n in fed}) != len(fed) or {id(n) for n in fed} != {id(n) for n in declared}:
+        raise FileFormatError(f"{source}: \"inputs\" should list each fed input once: "
+                              f"{sorted(n.name for n in declared)}")
+    graph.inputs = {n.name: n for n in fed}
+
+    def named(key, default=_MISSING):
+        table = _get(spec, key, source, lambda v: isinstance(v, dict), "an object", default)
+        return {k: node(i, f"{key}[{k!r}]") for k, i in table.items()}
+
+    graph.outputs = named("graph_outputs", {})
+    outputs = named("outputs")
+    loss = spec.get("loss")
+    loss = None if loss is None else node(loss, "loss")
+    if loss is not None and loss.shape != ():
+        raise FileFormatError(f"{source}: the loss {loss.name!r} has shape {loss.shape}; a loss is a scalar")
+    if not outputs and loss is None:
+        raise FileFormatError(f"{source}: the file names no outputs and no loss")
+    unknown = sorted(set(values) - set(graph.parameters))
+    if unknown:
+        raise FileFormatError(f"{source}: the arrays file has arrays for no parameter of the graph: "
+                              f"{['param/' + k for k in unknown]}")
     return graph, outputs, loss
 
 
 # -- files -----------------------------------------------------------------------
+#
+# A save is all-or-nothing, and the JSON is its commit point. ``save`` takes five steps:
+#   1. the new arrays go to a hidden temporary file, flushed to disk;
+#   2. the arrays the current JSON records are renamed ``.prev-<sha>-<name>.npz``;
+#   3. the temporary arrays are renamed ``<name>.npz``;
+#   4. the new JSON goes to a temporary file and is renamed ``<name>.json``: the commit;
+#   5. the ``.prev-`` file is removed.
+# The loader reads the arrays whose SHA-256 the JSON records: the ``.prev-`` file of that
+# checksum if there is one, else ``<name>.npz``. So a crash before step 4 leaves the old JSON
+# and its arrays (``<name>.npz`` before step 2, the ``.prev-`` file after it), a crash after it
+# the new pair. The next save to the path removes what a killed save left behind.
 
 def _paths(path):
     path = os.fspath(path)
@@ -191,20 +366,75 @@ def _paths(path):
     return path + ".json", path + ".npz"
 
 
-def _write_atomic(path, data):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+def _kept_path(npz_path, sha):
+    """Where step 2 keeps the arrays with checksum ``sha`` until the new JSON is in place."""
+    folder, name = os.path.split(npz_path)
+    return os.path.join(folder, f".prev-{sha[:16]}-{name}")
+
+
+def _leftovers(json_path, npz_path):
+    """Paths of the hidden files that saves to this path make (temporaries, kept arrays)."""
+    folder, json_name = os.path.split(json_path)
+    npz_name = os.path.basename(npz_path)
+    pattern = re.compile(r"\.tmp-[a-z0-9_]{8}(%s|%s)|\.prev-[0-9a-f]{16}-%s"
+                         % (re.escape(json_name), re.escape(npz_name), re.escape(npz_name)))
+    return [os.path.join(folder, name) for name in os.listdir(folder) if pattern.fullmatch(name)]
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def _sync_folder(folder):
+    """Make renames in ``folder`` durable (where the OS can open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_temporary(path, data):
+    """``data`` in a new hidden file next to ``path``, flushed to disk. It gets the mode
+    ``open(path, "w")`` would give: that of ``path`` if it exists, else 0o666 less the umask."""
+    folder, name = os.path.split(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = os.path.join(folder, f".tmp-{secrets.token_hex(4)}{name}")
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
         with os.fdopen(fd, "wb") as f:
+            if os.path.exists(path):
+                os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        _remove(tmp)
         raise
+    return tmp
+
+
+def _committed_sha(json_path):
+    """The arrays checksum the JSON at ``json_path`` records, or None."""
+    try:
+        with open(json_path, "rb") as f:
+            sha = json.loads(f.read().decode("utf-8"))["arrays"]["sha256"]
+    except Exception:   # no JSON or a broken one: no save to keep
+        return None
+    return sha if isinstance(sha, str) and re.fullmatch("[0-9a-f]{64}", sha) else None
 
 
 def _model_parts(obj, loss, outputs):
@@ -232,8 +462,12 @@ def _dumps(document):
 
 
 def save(obj, path, loss=None, outputs=None):
-    """Write a model (or a graph with its ``loss``/``outputs``) to ``path``.json and ``path``.npz."""
-    json_path, npz_path = _paths(path)
+    """Write a model (or a graph with its ``loss``/``outputs``) to ``path``.json and ``path``.npz.
+
+    All or nothing: if the process dies at any moment, ``load`` gives the previous save or
+    this one (the steps are described above ``_paths`` in ``graphnn/io.py``).
+    """
+    json_path, npz_path = map(os.path.abspath, _paths(path))
     graph, outputs, loss, values, section, extra = _model_parts(obj, loss, outputs)
     spec = graph_spec(graph, outputs, loss)
     arrays = {f"param/{k}": np.asarray(v, dtype=np.float64) for k, v in values.items()
@@ -242,15 +476,31 @@ def save(obj, path, loss=None, outputs=None):
     buffer = _io.BytesIO()
     np.savez(buffer, **arrays)
     blob = buffer.getvalue()
+    sha = hashlib.sha256(blob).hexdigest()
     document = {
         "format": FORMAT, "version": FORMAT_VERSION, "graphnn_version": __version__,
         **spec,
-        "arrays": {"file": os.path.basename(npz_path), "sha256": hashlib.sha256(blob).hexdigest()},
+        "arrays": {"file": os.path.basename(npz_path), "sha256": sha},
         "model": section,
     }
     text = _dumps(document)
-    _write_atomic(npz_path, blob)
-    _write_atomic(json_path, text.encode())
+    folder = os.path.dirname(json_path)
+    os.makedirs(folder, exist_ok=True)
+    committed = _committed_sha(json_path)
+    keep = None if committed is None else _kept_path(npz_path, committed)
+    for leftover in _leftovers(json_path, npz_path):   # of saves killed before
+        if leftover != keep:
+            _remove(leftover)
+    tmp = _write_temporary(npz_path, blob)                       # 1
+    if keep is not None and not os.path.exists(keep) and os.path.exists(npz_path):
+        os.replace(npz_path, keep)                               # 2
+        _sync_folder(folder)
+    os.replace(tmp, npz_path)                                    # 3
+    _sync_folder(folder)
+    os.replace(_write_temporary(json_path, text.encode()), json_path)   # 4
+    _sync_folder(folder)
+    for leftover in _leftovers(json_path, npz_path):              # 5
+        _remove(leftover)
 
 
 def _read_document(json_path):
@@ -259,51 +509,130 @@ def _read_document(json_path):
             document = json.loads(f.read().decode("utf-8"))
     except FileNotFoundError:
         raise
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise FileFormatError(f"{json_path} is not a valid graphnn file (corrupted or truncated JSON: "
                               f"{error})") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise FileFormatError(f"{json_path} is not a graphnn model file (no \"format\": \"{FORMAT}\")")
     version = document.get("version")
-    if not isinstance(version, int) or version < 1:
-        raise FileFormatError(f"{json_path}: format version {version!r} is not valid")
+    if not _is_int(version) or version < 1:
+        raise FileFormatError(f"{json_path}: format version {_show(version)} is not valid")
     if version > FORMAT_VERSION:
         raise FileFormatError(
             f"{json_path} was written in graphnn file format version {version} "
-            f"(graphnn {document.get('graphnn_version', '?')}); this graphnn ({__version__}) reads "
-            f"versions up to {FORMAT_VERSION}. Upgrade graphnn to load it.")
+            f"(graphnn {_show(document.get('graphnn_version', '?'))}); this graphnn ({__version__}) "
+            f"reads versions up to {FORMAT_VERSION}. Upgrade graphnn to load it.")
     return document
 
 
 def _read_arrays(document, json_path, npz_path):
-    try:
-        with open(npz_path, "rb") as f:
-            blob = f.read()
-    except FileNotFoundError:
-        raise FileFormatError(f"{json_path} needs its arrays file {npz_path}, which is missing") from None
-    expected = document.get("arrays", {}).get("sha256")
-    if expected != hashlib.sha256(blob).hexdigest():
+    info = _get(document, "arrays", json_path, lambda v: isinstance(v, dict), "an object")
+    sha = _get(info, "sha256", f"{json_path}: arrays",
+               lambda v: isinstance(v, str) and re.fullmatch("[0-9a-f]{64}", v), "a SHA-256 hex digest")
+    blob, found = None, False
+    # the arrays of an interrupted save's predecessor first (see the steps above _paths)
+    for candidate in (_kept_path(npz_path, sha), npz_path):
+        try:
+            with open(candidate, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            continue
+        found = True
+        if hashlib.sha256(data).hexdigest() == sha:
+            blob = data
+            break
+    if not found:
+        raise FileFormatError(f"{json_path} needs its arrays file {npz_path}, which is missing")
+    if blob is None:
         raise FileFormatError(f"{npz_path} does not match the checksum recorded in {json_path}: the arrays "
                               f"file is corrupted or belongs to another save")
     try:
         with np.load(_io.BytesIO(blob), allow_pickle=False) as data:
-            return {k: np.array(data[k]) for k in data.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
-        raise FileFormatError(f"{npz_path} cannot be read ({error})") from None
+            arrays = {k: np.asarray(data[k]) for k in data.files}
+    except Exception as error:   # numpy parsing bytes: BadZipFile, ValueError, EOFError, MemoryError...
+        raise FileFormatError(f"{npz_path} cannot be read ({type(error).__name__}: {error})") from None
+    for k, v in arrays.items():
+        if not k.startswith(("param/", "state/")):
+            raise FileFormatError(f"{npz_path}: array {k!r} is not a parameter (param/...) or "
+                                  f"optimizer state (state/...)")
+        if not isinstance(v, np.ndarray) or v.dtype.kind != "f":
+            raise FileFormatError(f"{npz_path}: array {k!r} has dtype "
+                                  f"{getattr(v, 'dtype', type(v).__name__)}; graphnn saves floats")
+    return arrays
+
+
+def _rng_state(state, where):
+    """The random-input generator's state, checked on a fresh generator of the model's kind."""
+    def plain(value, key=None):
+        if isinstance(value, dict):
+            return all(isinstance(k, str) and plain(v, k) for k, v in value.items())
+        return isinstance(value, str) if key == "bit_generator" else _is_int(value)
+    generator = np.random.default_rng().bit_generator
+    try:
+        if not plain(state):
+            raise TypeError("its values should be integers")
+        generator.state = state
+    except (TypeError, ValueError, KeyError, OverflowError) as error:
+        raise FileFormatError(f"{where}: \"rng_state\" is not a {type(generator).__name__} generator "
+                              f"state ({error})") from None
+    return state
+
+
+def _model_section(document, json_path):
+    section = _get(document, "model", json_path, lambda v: v is None or isinstance(v, dict),
+                   "an object or null", None)
+    if section is None:
+        return None
+    where = f"{json_path}: model"
+    return {
+        **section,
+        "dtype": _get(section, "dtype", where, lambda v: v in FLOAT_DTYPES, f"one of {list(FLOAT_DTYPES)}",
+                      "float32"),
+        "target": _get(section, "target", where, lambda v: v in ("cpu", "cuda", "reference"),
+                       '"cpu", "cuda" or "reference"', "cpu"),
+        "step_count": _get(section, "step_count", where, lambda v: _is_int(v) and 0 <= v < _MAX_INT,
+                           "a non-negative integer", 0),
+        "optimizer": _get(section, "optimizer", where, lambda v: v is None or isinstance(v, dict),
+                          "an object or null", None),
+        "rng_state": None if section.get("rng_state") is None else _rng_state(section["rng_state"], where),
+    }
 
 
 def load_graph(path):
-    """(graph, outputs, loss, model section) from a saved file."""
+    """(graph, outputs, loss, model section) from a saved file.
+
+    The model section (None for a saved graph) holds ``dtype``, ``target``, ``step_count``,
+    ``optimizer`` (its config), ``rng_state`` and ``state``, the optimizer state arrays.
+    """
     json_path, npz_path = _paths(path)
     document = _read_document(json_path)
     arrays = _read_arrays(document, json_path, npz_path)
     values = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
-    graph, outputs, loss = graph_from_spec(document, values)
-    section = document.get("model") or None
+    graph, outputs, loss = graph_from_spec(document, values, source=json_path)
+    section = _model_section(document, json_path)
+    state = {k[len("state/"):]: v for k, v in arrays.items() if k.startswith("state/")}
+    for key, value in state.items():
+        param = graph.parameters.get(key.rpartition("::")[0])
+        if param is None:
+            raise FileFormatError(f"{npz_path}: optimizer state 'state/{key}' belongs to no parameter "
+                                  f"of the graph")
+        if value.shape != param.shape:
+            raise FileFormatError(f"{npz_path}: optimizer state 'state/{key}' has shape {value.shape}, "
+                                  f"its parameter {param.name!r} has shape {param.shape}")
+    if state and section is None:
+        raise FileFormatError(f"{npz_path} has optimizer state but {json_path} no model section")
     if section is not None:
-        section = {**section, "state": {k[len("state/"):]: v for k, v in arrays.items()
-                                        if k.startswith("state/")}}
+        section["state"] = state
     return graph, outputs, loss, section
+
+
+def _optimizer_from(config, json_path):
+    from .train.optimizers import from_config
+    try:
+        return from_config(config)
+    except GraphnnError as error:   # FileFormatError, or a hyper-parameter out of its range
+        raise FileFormatError(f"{json_path}: model.optimizer: {error}; pass optimizer= to gn.load "
+                              f"to train with another") from None
 
 
 def load(path, target=None, dtype=None, optimizer=None, **options):
@@ -311,22 +640,32 @@ def load(path, target=None, dtype=None, optimizer=None, **options):
 
     ``target``/``dtype``/``optimizer`` default to the saved ones (a saved graph without a
     model section compiles for "cpu", float32). Optimizer state, the step count and the
-    random-input generator are restored, so training resumes where it stopped.
+    random-input generator are restored, so training resumes where it stopped; an
+    ``optimizer`` of another type than the saved one starts with fresh state.
     """
     from .runtime import compile as compile_model
-    from .train.optimizers import from_config
+    json_path, npz_path = _paths(path)
     graph, outputs, loss, section = load_graph(path)
     section = section or {}
-    if optimizer is None and section.get("optimizer"):
-        optimizer = from_config(section["optimizer"])
+    saved = section.get("optimizer")
+    if optimizer is None and saved is not None:
+        optimizer = _optimizer_from(saved, json_path)
+    state = section.get("state", {})
+    if optimizer is not None and saved is not None and saved.get("type") != type(optimizer).__name__:
+        state = {}   # another optimizer: the saved slots mean nothing to it
     model = compile_model(graph, loss, outputs=outputs, optimizer=optimizer,
                           target=target or section.get("target", "cpu"),
                           dtype=dtype or section.get("dtype", "float32"), **options)
-    state = section.get("state", {})
-    if state and optimizer is not None and set(state) == set(model.state):
+    if state:   # all of it or none (a model saved before any slot existed)
+        missing, unknown = sorted(set(model.state) - set(state)), sorted(set(state) - set(model.state))
+        if missing or unknown:
+            raise FileFormatError(
+                f"{npz_path}: the optimizer state does not fit the model: "
+                + "; ".join(f"{what} {['state/' + k for k in keys]}" for what, keys in
+                            (("missing", missing), ("unknown", unknown)) if keys))
         for k, v in state.items():
             model.state[k][...] = v
-    model.step_count = int(section.get("step_count", 0))
+    model.step_count = section.get("step_count", 0)
     if section.get("rng_state"):
         model.rng.bit_generator.state = section["rng_state"]
     return model
