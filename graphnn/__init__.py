@@ -16,7 +16,8 @@ if "numba" not in _sys.modules:
 
 from .version import __version__  # noqa: E402
 from .errors import (ArgumentError, CacheError, DtypeError, FeedError, FileFormatError, GraphCycleError,
-                     GraphMixError, GraphnnError, ShapeError, TargetError, UnknownFunctionError)
+                     GraphMixError, GraphnnError, OpDeclarationError, ShapeError, TargetError,
+                     UnknownFunctionError)
 from .graph import Graph, Node, init, substitute, topological
 from .ops import (ACTIVATIONS, BATCH_SIZE, REGISTRY, ClampedLog, ElementwiseOp, IndexMax, IndexOp,
                   IndexSum, Sigmoid, Softplus, StopGradient, abs_, add, binary_cross_entropy,

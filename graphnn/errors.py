@@ -24,7 +24,12 @@ class FeedError(GraphnnError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-class UnknownFunctionError(GraphnnError, ValueError):
+class OpDeclarationError(GraphnnError, ValueError):
+    """An op's declaration cannot be computed: its body is not a real, finite SymPy
+    expression, a reduction is misplaced, or an attribute default has the wrong type."""
+
+
+class UnknownFunctionError(OpDeclarationError):
     """An op body uses a SymPy function graphnn cannot translate to code."""
 
 
@@ -44,5 +49,6 @@ class GraphMixError(GraphnnError, ValueError):
     """Nodes of two different graphs meet in one op or one compiled model."""
 
 
-class ArgumentError(GraphnnError, TypeError):
-    """An argument of a graphnn function has the wrong type or value."""
+class ArgumentError(GraphnnError, TypeError, ValueError):
+    """An argument of a graphnn function has the wrong type or value (so it is both a
+    ``TypeError`` and a ``ValueError``: code that caught either keeps working)."""

@@ -507,3 +507,16 @@ def test_any_arrays_mutation_loads_and_predicts_or_is_a_graphnn_error(data):
         np.savez(buffer, **arrays)
         blob = buffer.getvalue()
     try_to_load(json_bytes.decode(), blob, fix_checksum=True)
+
+
+def test_a_file_saved_before_ops_were_keyed_by_content_still_loads():
+    """tests/data/saved_before_content_keys was written by graphnn at commit 7f373b7 (the lecture's
+    1-2-1 net, float64, three Adam steps), when a file's op_hash was the op's name and body text."""
+    from graphnn import lecture
+    path = os.path.join(os.path.dirname(__file__), "data", "saved_before_content_keys")
+    x, _ = lecture.noisy_sine(16)
+    printed_then = [0.6676870463989352, 0.01559045819641243, -0.3210007170131561, -0.34900708259795793]
+    for target in ("reference", "cpu"):
+        model = gn.load(path, target=target)
+        assert model.step_count == 3 and model.dtype == np.float64
+        np.testing.assert_allclose(model.forward({"x": x[:4]})["y_hat"].ravel(), printed_then, rtol=1e-12)

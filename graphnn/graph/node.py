@@ -76,7 +76,9 @@ class Node:
     def _own_key(self):
         """This node's hash, given its inputs' keys."""
         h = hashlib.sha256()
-        h.update(repr((self.kind, self.op.key if self.op is not None else None,
+        # the op's identity is the content of its declaration (its body for these shapes and
+        # attributes), so an op declared again under the same name with another body differs
+        h.update(repr((self.kind, self.op.node_key(self) if self.op is not None else None,
                        self.shape, self.dtype)).encode())
         for k, v in self.attrs:
             h.update(k.encode())

@@ -10,7 +10,7 @@ from .functions import IndexMax, IndexSum
 from .index_body import BATCH_SIZE, IndexBody, Term, guarded, in_range, indices
 from .index_ops import linear, matmul, max_, mean, sum_, sum_to
 from .primitives import PRIMITIVES, ClampedLog, ClampedReciprocal, Sigmoid, Softplus, StopGradient
-from .registry import REGISTRY, ElementwiseOp, IndexOp, elementwise, index_op
+from .registry import REGISTRY, AttrKind, ElementwiseOp, IndexOp, Ints, elementwise, index_op
 
 _elementwise_pow = pow
 

@@ -4,12 +4,12 @@ They cost nothing extra: their derivatives, code and rendering come from the
 primitives they are made of. Each builds its nodes inside a graph scope so
 renderers can draw it as one box.
 """
-from ..errors import ShapeError
-from ..graph.node import format_shape
+from ..errors import ArgumentError, ShapeError
+from ..graph.node import Node, format_shape
 from . import elementwise as ew
 from . import index_ops as ix
 from .primitives import ClampedLog, Softplus, StopGradient
-from .registry import as_node, elementwise
+from .registry import NUMBER, _short, as_node, elementwise
 
 
 @elementwise
@@ -30,13 +30,19 @@ def bce_logits_elementwise(z, y):
     return Softplus(z) - z * y
 
 
-def _scoped(node, name):
+def _scoped(node, name, what):
+    """The graph scope a composite builds in; ``node`` must be a graph node, ``name`` text."""
+    if not isinstance(node, Node):
+        raise ArgumentError(f"{what}: input {_short(node)} is not a graph node; build it with a "
+                            f"graph (g.input, g.parameter, an op)")
+    if not isinstance(name, str):
+        raise ArgumentError(f"{what}: name {_short(name)} is not a string")
     return node.graph.scope(node.graph.unique_name(name).split("/")[-1])
 
 
 def softmax(x, axis=-1, name="softmax"):
     """exp(x - max x) / sum exp(x - max x) along ``axis``."""
-    with _scoped(x, name):
+    with _scoped(x, name, "softmax"):
         shifted = x - stop_gradient(ix.max_(x, axis=axis, keepdims=True), name="max_shift")
         e = ew.exp(shifted)
         return ew.div(e, ix.sum_(e, axis=axis, keepdims=True), name="softmax")
@@ -44,14 +50,16 @@ def softmax(x, axis=-1, name="softmax"):
 
 def log_softmax(x, axis=-1, name="log_softmax"):
     """x - max x - log sum exp(x - max x) along ``axis``."""
-    with _scoped(x, name):
+    with _scoped(x, name, "log_softmax"):
         shifted = x - stop_gradient(ix.max_(x, axis=axis, keepdims=True), name="max_shift")
         lse = ew.log(ix.sum_(ew.exp(shifted), axis=axis, keepdims=True))
         return ew.sub(shifted, lse, name="log_softmax")
 
 
 def _check_same(a, b, what):
-    b = as_node(b, a.graph)
+    if not isinstance(a, Node):
+        raise ArgumentError(f"{what}: prediction {_short(a)} is not a graph node")
+    b = as_node(b, a.graph, what)
     if a.shape != b.shape:
         raise ShapeError(f"{what}: prediction {a.name!r} has shape {format_shape(a.shape)} but "
                          f"target {b.name!r} has shape {format_shape(b.shape)}")
@@ -59,38 +67,36 @@ def _check_same(a, b, what):
 
 
 def _reduce(x, reduction, what):
-    if reduction == "mean":
-        return ix.mean(x, name=what)
-    if reduction == "sum":
-        return ix.sum_(x, name=what)
-    raise ValueError(f"{what}: reduction must be 'mean' or 'sum', got {reduction!r}")
+    if isinstance(reduction, str) and reduction in ("mean", "sum"):
+        return (ix.mean if reduction == "mean" else ix.sum_)(x, name=what)
+    raise ArgumentError(f"{what}: reduction must be 'mean' or 'sum', got {_short(reduction)}")
 
 
 def mse(y_hat, y, reduction="mean", name="mse"):
     """Mean squared error, mean((y_hat - y)^2)."""
     y = _check_same(y_hat, y, name)
-    with _scoped(y_hat, name):
+    with _scoped(y_hat, name, "mse"):
         return _reduce(ew.square(y_hat - y), reduction, name)
 
 
 def binary_cross_entropy(p, y, reduction="mean", name="bce"):
     """BCE on probabilities p in [0, 1] (a sigmoid output)."""
     y = _check_same(p, y, name)
-    with _scoped(p, name):
+    with _scoped(p, name, "binary_cross_entropy"):
         return _reduce(bce_elementwise(p, y), reduction, name)
 
 
 def binary_cross_entropy_with_logits(z, y, reduction="mean", name="bce_logits"):
     """BCE on logits z (sigmoid folded in, stable)."""
     y = _check_same(z, y, name)
-    with _scoped(z, name):
+    with _scoped(z, name, "binary_cross_entropy_with_logits"):
         return _reduce(bce_logits_elementwise(z, y), reduction, name)
 
 
 def nll(log_probs, y, reduction="mean", name="nll"):
     """Negative log-likelihood of one-hot targets ``y``: -sum_c y_c log p_c per example."""
     y = _check_same(log_probs, y, name)
-    with _scoped(log_probs, name):
+    with _scoped(log_probs, name, "nll"):
         per_example = ew.neg(ix.sum_(ew.mul(y, log_probs), axis=-1))
         return _reduce(per_example, reduction, name)
 
@@ -98,17 +104,26 @@ def nll(log_probs, y, reduction="mean", name="nll"):
 def softmax_cross_entropy(logits, y, reduction="mean", name="softmax_ce"):
     """Cross-entropy of one-hot targets against softmax(logits)."""
     _check_same(logits, y, name)
-    with _scoped(logits, name):
+    with _scoped(logits, name, "softmax_cross_entropy"):
         return nll(log_softmax(logits), y, reduction=reduction)
+
+
+def _penalty_weight(lam, what):
+    try:
+        return NUMBER.convert(lam)
+    except ValueError:
+        raise ArgumentError(f"{what}: lam={_short(lam)} must be {NUMBER.what}") from None
 
 
 def l2_penalty(weight, lam=1e-3, name="l2"):
     """lam/2 * sum(W^2): its gradient is exactly lam * W."""
-    with _scoped(weight, name):
+    lam = _penalty_weight(lam, "l2_penalty")
+    with _scoped(weight, name, "l2_penalty"):
         return ew.mul(ix.sum_(ew.square(weight)), lam / 2.0, name=name)
 
 
 def l1_penalty(weight, lam=1e-3, name="l1"):
     """lam * sum(|W|)."""
-    with _scoped(weight, name):
+    lam = _penalty_weight(lam, "l1_penalty")
+    with _scoped(weight, name, "l1_penalty"):
         return ew.mul(ix.sum_(ew.abs_(weight)), lam, name=name)

@@ -15,7 +15,9 @@ import sympy as sp
 from ..errors import ShapeError
 from .functions import IndexMax, IndexSum
 from .index_body import guarded, in_range, indices
-from .registry import index_op
+from .registry import Ints, index_op
+
+POSITIVE, NON_NEGATIVE = Ints(low=1, length=2), Ints(low=0, length=2)   # an int or (rows, columns)
 
 
 def pair(value, what):
@@ -53,7 +55,7 @@ def _window(x, kernel, stride, padding, what):
 
 
 @index_op
-def conv2d(x, K, b, stride=1, padding=0):
+def conv2d(x, K, b, stride: POSITIVE = 1, padding: NON_NEGATIVE = 0):
     """out[n, o, h, w] = sum_{c, kh, kw} x[n, c, h*s + kh - p, w*s + kw - p] * K[o, c, kh, kw] + b[o]
 
     Cross-correlation, as PyTorch's ``conv2d``: x (N, C, H, W), K (O, C, KH, KW), b (O,);
@@ -81,7 +83,8 @@ def _pool_window(x, size, stride, padding, what):
 
 
 @index_op
-def max_pool2d(x, size=2, stride=None, padding=0):
+def max_pool2d(x, size: POSITIVE = 2, stride: Ints(low=1, length=2, optional=True) = None,
+               padding: NON_NEGATIVE = 0):
     """out[n, c, h, w] = max_{kh, kw} x[n, c, h*s + kh - p, w*s + kw - p]
 
     ``stride`` defaults to ``size``; padded positions are skipped (as PyTorch's -inf padding).
@@ -95,7 +98,8 @@ def max_pool2d(x, size=2, stride=None, padding=0):
 
 
 @index_op
-def avg_pool2d(x, size=2, stride=None, padding=0):
+def avg_pool2d(x, size: POSITIVE = 2, stride: Ints(low=1, length=2, optional=True) = None,
+               padding: NON_NEGATIVE = 0):
     """out[n, c, h, w] = sum_{kh, kw} x[n, c, h*s + kh - p, w*s + kw - p] / (KH * KW)
 
     ``stride`` defaults to ``size``; padded positions count as zeros (PyTorch's default).

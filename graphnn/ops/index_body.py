@@ -7,12 +7,14 @@ and an optional guard (a SymPy condition; where it is false the term adds
 nothing). Accesses are ``sp.Indexed`` of ``sp.IndexedBase`` named after the
 op's arguments. Extents are ints, or ``None`` for the batch axis.
 """
+import functools
 from dataclasses import dataclass
 
 import sympy as sp
 
-from ..errors import ShapeError
-from .functions import IndexMax, IndexSum, check_translatable
+from ..errors import OpDeclarationError, ShapeError
+from ..graph.node import format_shape
+from .functions import REDUCTIONS, IndexMax, IndexSum, check_body
 
 
 # The batch size as a symbol, for bodies that divide by a count (mean over the batch).
@@ -65,10 +67,12 @@ class IndexBody:
     terms: tuple
     arg_names: tuple       # IndexedBase names, aligned with the node's inputs
 
-    @property
+    @functools.cached_property
     def key(self):
-        return repr((self.out_indices, self.out_shape, self.arg_names,
-                     [(sp.srepr(t.expr), t.reduce, t.combiner, sp.srepr(t.guard)) for t in self.terms]))
+        """The body's content, exactly (``srepr``): its identity in node keys and file hashes."""
+        return repr((sp.srepr(sp.Tuple(*self.out_indices)), self.out_shape, self.arg_names,
+                     [(sp.srepr(t.expr), sp.srepr(sp.Tuple(*t.reduce_indices)), [e for _, e in t.reduce],
+                       t.combiner, sp.srepr(t.guard)) for t in self.terms]))
 
     def extents(self):
         """index symbol -> extent (int, or None for the batch axis)."""
@@ -174,7 +178,7 @@ def _fmt(d):
     return "N (batch)" if d is None else str(d)
 
 
-def _split_reduction(term):
+def _split_reduction(term, op_name):
     """``c * IndexSum(f, i)`` -> (f*c, (i,), "sum"); plain terms -> (term, (), "sum")."""
     coeff, rest = sp.Integer(1), []
     for factor in sp.Mul.make_args(term):
@@ -185,7 +189,8 @@ def _split_reduction(term):
     if not rest:
         return term, (), "sum", {}
     if len(rest) > 1:
-        raise ValueError(f"term {term} multiplies two reductions; write them as separate ops")
+        raise OpDeclarationError(f"op {op_name!r}: the term {term} multiplies two reductions; "
+                                 f"compute each in its own op and multiply their outputs")
     red = rest[0]
     body, idx = red.args[0], red.args[1:]
     explicit = {}
@@ -198,28 +203,108 @@ def _split_reduction(term):
             plain.append(i)
     if isinstance(red, IndexMax):
         if coeff != 1:
-            raise ValueError(f"term {term}: a maximum cannot carry a coefficient")
+            raise OpDeclarationError(f"op {op_name!r}: in the term {term} a maximum carries the "
+                                     f"factor {coeff}; a maximum must stand alone: apply the factor "
+                                     f"in another op (or move a positive factor inside IndexMax)")
         return body, tuple(plain), "max", explicit
     return coeff * body, tuple(plain), "sum", explicit
 
 
-def parse_index_body(op_name, args, result):
-    """Turn a builder's ``(out_indices, expr)`` into an :class:`IndexBody`."""
+def _output_indices(op_name, result):
+    """A builder's ``(out_indices, expr)``, checked: -> (indices, {index: given extent}, expr)."""
+    if not (isinstance(result, (tuple, list)) and len(result) == 2 and isinstance(result[0], (tuple, list))):
+        raise OpDeclarationError(
+            f"op {op_name!r}: its builder returned {type(result).__name__} {str(result)[:120]}; an index "
+            f"op's builder returns (output indices, body), e.g. ((n,), IndexSum(x[n, i], i))")
     raw_out, expr = result
     out_indices, out_ext = [], {}
     for entry in raw_out:
         if isinstance(entry, tuple):  # (index, extent) for an axis no access names
+            if not (len(entry) == 2 and isinstance(entry[0], sp.Symbol) and isinstance(entry[1], (int, sp.Integer))
+                    and not isinstance(entry[1], bool) and entry[1] >= 1):
+                raise OpDeclarationError(f"op {op_name!r}: output entry {entry!r} is not (index, extent) "
+                                         f"with a positive int extent")
             out_indices.append(entry[0])
-            out_ext[entry[0]] = entry[1]
-        else:
+            out_ext[entry[0]] = int(entry[1])
+        elif isinstance(entry, sp.Symbol):
             out_indices.append(entry)
-    out_indices = tuple(out_indices)
-    expr = check_translatable(sp.sympify(expr), op_name)
+        else:
+            raise OpDeclarationError(f"op {op_name!r}: output entry {entry!r} is not a loop index "
+                                     f"(make them with gn.indices) nor an (index, extent) pair")
+    if len(set(out_indices)) != len(out_indices):
+        raise OpDeclarationError(f"op {op_name!r}: output indices {tuple(out_indices)} repeat an index")
+    return tuple(out_indices), out_ext, expr
+
+
+def _misplaced_reduction(term):
+    """(enclosing expression, reduction) for a reduction that is not a factor at the top of
+    ``term``; None when every reduction is one."""
+    placed = {term} if isinstance(term, REDUCTIONS) else set(sp.Mul.make_args(term))
+    stack = [(term, None)]
+    while stack:
+        e, parent = stack.pop()
+        if isinstance(e, REDUCTIONS) and not (parent in (None, term) and e in placed):
+            return parent, e
+        stack.extend((arg, e) for arg in e.args)
+    return None
+
+
+def _check_accesses(op_name, raw, exprs, shapes):
+    """Every access reads an input with one index per axis; -> the accessed bases' labels."""
+    labels = set()
+    for acc in set().union(*(e.atoms(sp.Indexed) for e in exprs)):
+        name = str(acc.base)
+        if name not in shapes:
+            raise OpDeclarationError(f"op {op_name!r}: the term {raw} reads {acc}, but {name!r} is not "
+                                     f"one of its inputs ({', '.join(shapes)})")
+        if len(acc.indices) != len(shapes[name]):
+            raise ShapeError(f"op {op_name!r}: access {acc} has {len(acc.indices)} indices; {name} has "
+                             f"shape {format_shape(shapes[name])}")
+        labels.add(acc.base.label)
+    return labels
+
+
+def _check_symbols(op_name, raw, term, labels, out_indices, shapes):
+    """Every symbol of a term is an output index, one of its reduction indices, an input
+    (an access's base, or a 0-d input) or the batch size."""
+    allowed = {*out_indices, *term.reduce_indices, *labels, BATCH_SIZE}
+    allowed.update(scalar_access(n) for n, shape in shapes.items() if shape == ())
+    symbols = term.expr.free_symbols | term.guard.free_symbols
+    stray = {s for s in symbols if not isinstance(s, sp.Indexed)} - allowed   # accesses count too
+    for sym in sorted(stray, key=sp.default_sort_key):
+        if sym.is_integer:
+            raise OpDeclarationError(
+                f"op {op_name!r}: in the term {raw} the index {sym} is neither an output index nor "
+                f"reduced over; add it to the output indices or reduce it: IndexSum(..., {sym})")
+        raise OpDeclarationError(
+            f"op {op_name!r}: the term {raw} uses the symbol {sym}, which is none of its inputs "
+            f"({', '.join(shapes)}) nor a loop index; pass a number as an attribute (a keyword "
+            f"parameter of the builder)")
+
+
+def parse_index_body(op_name, args, result):
+    """Turn a builder's ``(out_indices, expr)`` into an :class:`IndexBody`.
+
+    Refuses, with an :class:`~graphnn.errors.OpDeclarationError` naming the op and the
+    term, what no executor computes: anything :func:`~.functions.check_body` refuses, a
+    reduction that is not a factor at the top of its term (``log(IndexSum(...))``), a
+    symbol that is neither an input, a loop index nor the batch size."""
+    out_indices, out_ext, expr = _output_indices(op_name, result)
+    expr = check_body(expr, op_name, index=True)
     shapes = {a.name: a.shape for a in args}
     terms = []
     for raw in sp.Add.make_args(expr):
-        body, red, combiner, explicit = _split_reduction(raw)
+        misplaced = _misplaced_reduction(raw)
+        if misplaced is not None:
+            outer, reduction = misplaced
+            raise OpDeclarationError(
+                f"op {op_name!r}: the reduction {reduction} sits inside {outer} (in the term {raw}); "
+                f"a reduction must be a whole term, or a term times factors without reductions "
+                f"(c * IndexSum(...)). Split the op in two: an index op that returns the reduction, "
+                f"and an op that applies the rest to its output (e.g. gn.log(row_sums(gn.exp(x)))")
+        body, red, combiner, explicit = _split_reduction(raw, op_name)
         body, guard = _split_guard(body)
+        labels = _check_accesses(op_name, raw, (body, guard), shapes)
         ext = _plain_extents(body, shapes)
         ext.update(explicit)
         missing = [i for i in red if i not in ext]
@@ -232,7 +317,13 @@ def parse_index_body(op_name, args, result):
                     raise ShapeError(f"op {op_name!r}: output index {i} has extents "
                                      f"{_fmt(out_ext[i])} and {_fmt(ext[i])}")
                 out_ext[i] = ext[i]
-        terms.append(Term(body, tuple((i, ext[i]) for i in red), combiner, guard))
+        both = [i for i in red if i in out_indices]
+        if both:
+            raise OpDeclarationError(f"op {op_name!r}: in the term {raw} the index {both[0]} is both an "
+                                     f"output index and reduced over; use another index for one of them")
+        term = Term(body, tuple((i, ext[i]) for i in red), combiner, guard)
+        _check_symbols(op_name, raw, term, labels, out_indices, shapes)
+        terms.append(term)
     missing = [i for i in out_indices if i not in out_ext]
     if missing:
         raise ShapeError(f"op {op_name!r}: output index {missing} appears in no plain access")

@@ -8,7 +8,7 @@ import sympy as sp
 from ..errors import ShapeError
 from .functions import IndexMax, IndexSum
 from .index_body import BATCH_SIZE, indices
-from .registry import index_op
+from .registry import SHAPE, Ints, index_op
 
 
 @index_op
@@ -64,13 +64,13 @@ def _reduction(x, axis, keepdims, combiner, what):
 
 
 @index_op(name="sum")
-def sum_(x, axis=None, keepdims=False):
+def sum_(x, axis: Ints(optional=True) = None, keepdims: bool = False):
     """Sum over ``axis`` (all axes when None)."""
     return _reduction(x, axis, keepdims, IndexSum, "sum")
 
 
 @index_op
-def mean(x, axis=None, keepdims=False):
+def mean(x, axis: Ints(optional=True) = None, keepdims: bool = False):
     """Mean over ``axis``; the batch axis counts as its size at run time."""
     out, body = _reduction(x, axis, keepdims, IndexSum, "mean")
     count = sp.Integer(1)
@@ -80,13 +80,13 @@ def mean(x, axis=None, keepdims=False):
 
 
 @index_op(name="max")
-def max_(x, axis=None, keepdims=False):
+def max_(x, axis: Ints(optional=True) = None, keepdims: bool = False):
     """Maximum over ``axis``; the gradient goes to every element equal to it."""
     return _reduction(x, axis, keepdims, IndexMax, "max")
 
 
 @index_op
-def sum_to(x, shape=()):
+def sum_to(x, shape: SHAPE = ()):
     """Sum ``x`` down to ``shape`` (undoes broadcasting; the backward of elementwise ops)."""
     shape = tuple(shape)
     if len(shape) > x.ndim:
