@@ -2,6 +2,7 @@
 import numpy as np
 
 from .derive import derive
+from .errors import ArgumentError
 from .reference import evaluate
 
 
@@ -58,10 +59,10 @@ def check_grad(loss, feeds, wrt=None, params=None, eps=1e-6, tolerance=1e-6, see
         targets = [n for n in backward.forward if n.name in names]
         unknown = sorted(names - {n.name for n in targets})
         if unknown:  # an empty report would pass silently
-            raise ValueError(f"check_grad: wrt names {unknown}, which the loss "
+            raise ArgumentError(f"check_grad: wrt names {unknown}, which the loss "
                              f"{loss.name!r} does not depend on")
     if not targets:
-        raise ValueError(f"check_grad: the loss {loss.name!r} has no parameters to check; "
+        raise ArgumentError(f"check_grad: the loss {loss.name!r} has no parameters to check; "
                          f"name inputs with wrt=[...]")
     outs = [loss] + [backward.delta(n) for n in targets if backward.has_delta(n)]
     values = evaluate(outs, feeds, params=params)

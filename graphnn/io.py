@@ -38,7 +38,7 @@ import stat
 
 import numpy as np
 
-from .errors import FileFormatError, GraphnnError
+from .errors import ArgumentError, FileFormatError, GraphnnError
 from .graph.node import FLOAT_DTYPES, Graph, Node, join_dtypes
 from .graph.traverse import topological
 from .version import __version__
@@ -458,6 +458,9 @@ def _committed_sha(json_path):
 def _model_parts(obj, loss, outputs):
     """(graph, outputs, loss, parameter values, model section, extra arrays)."""
     if hasattr(obj, "programs") and hasattr(obj, "get_params"):   # a Model
+        sync = getattr(obj.backend, "sync_to_host", None)
+        if sync is not None:     # CUDA: parameters and state live on the device
+            sync()
         values = {**obj.graph.values, **obj.get_params()}
         state = {f"state/{k}": np.array(v, dtype=np.float64) for k, v in obj.state.items()}
         section = {
@@ -468,7 +471,7 @@ def _model_parts(obj, loss, outputs):
         return obj.graph, dict(obj.output_nodes), obj.loss_node, values, section, state
     if isinstance(obj, Graph):
         return obj, outputs, loss, dict(obj.values), None, {}
-    raise TypeError(f"save takes a Model or a Graph, got {type(obj).__name__}")
+    raise ArgumentError(f"save takes a Model or a Graph, got {type(obj).__name__}")
 
 
 def _dumps(document):
@@ -682,7 +685,7 @@ def load(path, target=None, dtype=None, optimizer=None, **options):
                 + "; ".join(f"{what} {['state/' + k for k in keys]}" for what, keys in
                             (("missing", missing), ("unknown", unknown)) if keys))
         for k, v in state.items():
-            model.state[k][...] = v
+            model.state[k] = v       # through the model: on CUDA this writes the device copy
     model.step_count = section.get("step_count", 0)
     if section.get("rng_state"):
         model.rng.bit_generator.state = section["rng_state"]

@@ -278,3 +278,12 @@ def test_cuda_buffers_stay_bounded_and_calls_from_threads_agree():
     for th in threads:
         th.join()
     assert wrong == []
+
+
+def test_export_makes_its_folder_and_refuses_a_folder_as_the_file(tmp_path):
+    g, _ = _mlp()
+    model = gn.compile(g, target="cpu")
+    path = model.export(tmp_path / "new" / "folder" / "model.py")
+    assert path.read_text() == model.source
+    with pytest.raises(gn.ArgumentError, match="is a folder"):
+        model.export(tmp_path / "new")

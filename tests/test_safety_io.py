@@ -520,3 +520,25 @@ def test_a_file_saved_before_ops_were_keyed_by_content_still_loads():
         model = gn.load(path, target=target)
         assert model.step_count == 3 and model.dtype == np.float64
         np.testing.assert_allclose(model.forward({"x": x[:4]})["y_hat"].ravel(), printed_then, rtol=1e-12)
+
+
+@pytest.mark.cuda
+def test_a_model_trained_on_cuda_saves_its_trained_state_and_resumes(tmp_path):
+    """Parameters and optimizer state live on the device; a save used to write the host's
+    initial copies (all-zero Adam state), and a load on CUDA never reached the device."""
+    from graphnn import lecture
+    net = lecture.regression_net()
+    x, y = lecture.noisy_sine(4)
+    feeds = {"x": x, "y": y}
+    cuda = gn.compile(net.graph, net.loss, target="cuda", optimizer=gn.Adam(lr=0.05), dtype="float64")
+    cpu = gn.compile(net.graph, net.loss, target="cpu", optimizer=gn.Adam(lr=0.05), dtype="float64")
+    for _ in range(3):
+        cuda.step(feeds)
+        cpu.step(feeds)
+    gn.save(cuda, tmp_path / "m")
+    on_cpu, on_cuda = gn.load(tmp_path / "m", target="cpu"), gn.load(tmp_path / "m", target="cuda")
+    for k in cpu.state:
+        assert np.abs(cpu.state[k]).max() > 0
+        np.testing.assert_allclose(on_cpu.state[k], cpu.state[k], rtol=1e-10, atol=1e-14)
+    expect = cpu.step(feeds)
+    np.testing.assert_allclose([on_cpu.step(feeds), on_cuda.step(feeds)], [expect, expect], rtol=1e-10)

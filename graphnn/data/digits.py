@@ -9,6 +9,8 @@ import os
 
 import numpy as np
 
+from ..errors import ArgumentError
+
 PATH = os.path.join(os.path.dirname(__file__), "digits.npz")
 
 
@@ -38,7 +40,7 @@ def load_digits(layout="flat", normalize=True, one_hot_labels=True):
         images /= 16.0
     shapes = {"flat": (-1, 64), "nchw": (-1, 1, 8, 8), "images": (-1, 8, 8)}
     if layout not in shapes:
-        raise ValueError(f"layout must be one of {sorted(shapes)}, got {layout!r}")
+        raise ArgumentError(f"layout must be one of {sorted(shapes)}, got {layout!r}")
     X = images.reshape(shapes[layout])
     return X, (one_hot(labels, 10) if one_hot_labels else labels)
 

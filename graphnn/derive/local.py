@@ -1,6 +1,7 @@
 """Local derivatives dz^{l+1}/dz^l of one edge, as SymPy and LaTeX."""
 import sympy as sp
 
+from ..errors import ArgumentError
 from ..graph.node import Node
 from ..ops.index_body import accesses
 from ..derive.vjp import _partial
@@ -39,7 +40,7 @@ def _position(node, wrt):
         if p is wrt:
             return pos
     names = ", ".join(p.name for p in node.inputs)
-    raise ValueError(f"{getattr(wrt, 'name', wrt)!r} is not an input of {node.name!r} (inputs: {names})")
+    raise ArgumentError(f"{getattr(wrt, 'name', wrt)!r} is not an input of {node.name!r} (inputs: {names})")
 
 
 def symbol_for(node):
@@ -49,7 +50,7 @@ def symbol_for(node):
 def local_derivative(node: Node, wrt):
     """dz/d(input) of one edge. ``wrt``: the input node or its position."""
     if node.kind != "op":
-        raise ValueError(f"{node.name!r} is a {node.kind}; it has no inputs to differentiate by")
+        raise ArgumentError(f"{node.name!r} is a {node.kind}; it has no inputs to differentiate by")
     pos = _position(node, wrt)
     parent = node.inputs[pos]
     if node.op.kind == "elementwise":

@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from ..errors import ArgumentError
+
 
 def _fans(shape):
     if len(shape) == 0:
@@ -92,4 +94,4 @@ def resolve(init):
         return init
     if init in BY_NAME:
         return BY_NAME[init]()
-    raise ValueError(f"unknown initializer {init!r}; use one of {sorted(BY_NAME)} or a callable")
+    raise ArgumentError(f"unknown initializer {init!r}; use one of {sorted(BY_NAME)} or a callable")

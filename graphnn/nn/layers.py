@@ -1,6 +1,6 @@
 """Layers: functions that add parameters and op nodes to a graph."""
 from .. import ops
-from ..errors import ShapeError
+from ..errors import ArgumentError, ShapeError
 from ..graph.node import format_shape
 
 
@@ -12,7 +12,7 @@ def activation_op(activation):
         return activation
     if activation in ops.REGISTRY and activation in ops.ACTIVATIONS:
         return ops.REGISTRY[activation]
-    raise ValueError(f"unknown activation {activation!r}; use one of {list(ops.ACTIVATIONS)} or an op")
+    raise ArgumentError(f"unknown activation {activation!r}; use one of {list(ops.ACTIVATIONS)} or an op")
 
 
 def dense(x, units, activation=None, name="dense", init="glorot_uniform", bias_init="zeros",

@@ -6,6 +6,7 @@ broadcast grid of loop indices (``np.einsum`` when a term is a plain product
 of accesses) -- and shares nothing with code generation.
 """
 import functools
+from collections.abc import Mapping
 
 import numpy as np
 import sympy as sp
@@ -75,6 +76,42 @@ def _lambdify(symbols, expr):
     return sp.lambdify(symbols, expr, modules=modules, printer=_ReferencePrinter)
 
 
+_DTYPE_HINTS = {
+    "c": "complex values are not supported: feed the real part (value.real), or the real and "
+         "imaginary parts as two inputs",
+    "O": "an array of Python objects: convert it with np.asarray(value, dtype=float)",
+    "U": "strings are not numbers", "S": "bytes are not numbers",
+}
+
+
+def feed_array(name, value, what="feed"):
+    """``value`` as an array of numbers (a device array stays as it is), or a FeedError naming
+    the feed: a masked array with masked entries, a ragged list, strings, objects, complex
+    values. Bools are numbers (0 and 1); NaN and infinity are values like any other."""
+    if hasattr(value, "__cuda_array_interface__"):
+        array = value
+    else:
+        if isinstance(value, np.ma.MaskedArray):
+            if np.ma.getmaskarray(value).any():
+                raise FeedError(f"{what} {name!r} is a masked array with masked entries, and graphnn "
+                                f"would read the values under the mask; fill them first, e.g. "
+                                f"value.filled(0.0)")
+            value = np.ma.getdata(value)
+        try:
+            array = np.asarray(value)
+        except (ValueError, TypeError) as exc:
+            raise FeedError(f"{what} {name!r} is not a rectangular array of numbers (a list of rows "
+                            f"of different lengths?): {exc}") from None
+    kind = np.dtype(array.dtype).kind
+    if kind not in "fiub":
+        if kind == "O" and array.ndim == 0:
+            raise FeedError(f"{what} {name!r} is a {type(value).__name__}, not a number or an array "
+                            f"of numbers")
+        hint = _DTYPE_HINTS.get(kind, "convert it to numbers first")
+        raise FeedError(f"{what} {name!r} has dtype {array.dtype}; it must be numeric ({hint})")
+    return array
+
+
 def check_feeds(nodes, feeds):
     """Validate feeds against the inputs of the graph(s) of ``nodes``; returns (arrays, batch size).
 
@@ -82,6 +119,8 @@ def check_feeds(nodes, feeds):
     same graph (``y`` when only predicting) is checked and then left out; it still tells the
     batch size, which a delta node that reads no batched input needs (the delta of a mean).
     """
+    if not isinstance(feeds, Mapping):
+        raise FeedError(f"feeds must be a dict {{input name: array}}; got a {type(feeds).__name__}")
     needed = {n.name: n for n in nodes if n.kind == "input"}
     graphs = {id(n.graph): n.graph for n in nodes if n.graph is not None}
     inputs = {}
@@ -100,11 +139,7 @@ def check_feeds(nodes, feeds):
     batch, arrays = None, {}
     for name in sorted(feeds, key=lambda k: k not in needed):  # needed ones first
         node = inputs[name]
-        value = feeds[name]
-        if not hasattr(value, "__cuda_array_interface__"):  # device arrays stay where they are
-            value = np.asarray(value)
-        if np.dtype(value.dtype).kind not in "fiub":
-            raise FeedError(f"feed {name!r} has dtype {value.dtype}; it must be numeric")
+        value = feed_array(name, feeds[name])    # device arrays stay where they are
         shape = node.shape
         ok = len(value.shape) == len(shape) and all(
             d is None or d == v for d, v in zip(shape, value.shape))
@@ -128,6 +163,12 @@ def check_feeds(nodes, feeds):
     batch = batch[1] if batch else 1
     arrays.update(fill(randoms, {}, batch))
     return arrays, batch
+
+
+def _batch_size(batch):
+    """The value of the batch-size symbol: a mean over 0 rows is 0/0, NaN as in NumPy
+    (SymPy's 1/0 is complex infinity, which NumPy cannot take)."""
+    return sp.Integer(batch) if batch else sp.nan
 
 
 def _full_shape(shape, batch):
@@ -171,7 +212,7 @@ def _einsum_term(term, args, ext, out_indices, batch):
         return None
     present = [i for i in out_indices if i in letters]
     out_spec = "".join(letters[i] for i in present)
-    c = float(coeff.subs(BATCH_SIZE, batch))
+    c = float(coeff.subs(BATCH_SIZE, _batch_size(batch)))
     res = np.einsum(",".join(specs) + "->" + out_spec, *operands, optimize=True) * c
     res = res.reshape([ext[i] if i in letters else 1 for i in out_indices])
     return np.broadcast_to(res, tuple(ext[i] for i in out_indices))
@@ -202,7 +243,7 @@ def _grid_term(term, args, ext, out_indices, batch, dtype):
         gathered.append(array[tuple(idx_values)] if idx_values else array)
         valid = valid & inside
         symbols.append((acc, sp.Symbol(f"_acc{k}", real=True)))
-    expr = term.expr.xreplace(dict(symbols)).subs(BATCH_SIZE, batch)
+    expr = term.expr.xreplace(dict(symbols)).subs(BATCH_SIZE, _batch_size(batch))
     fn = _lambdify(tuple(s for _, s in symbols), expr)
     with np.errstate(all="ignore"):
         val = np.asarray(fn(*gathered), dtype=dtype) + np.zeros(valid.shape, dtype=dtype)

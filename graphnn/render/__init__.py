@@ -7,7 +7,7 @@ PNG/PDF with it.
 """
 import numpy as np
 
-from ..errors import GraphnnError
+from ..errors import ArgumentError, GraphnnError
 from ..graph.node import Graph, Node
 from ..graph.traverse import topological
 from . import backend
@@ -113,7 +113,7 @@ def _resolve(target, layers):
     elif isinstance(target, (list, tuple)) and target and all(isinstance(t, Node) for t in target):
         outputs, name = list(target), target[0].graph.name
     else:
-        raise TypeError(f"render: cannot draw a {type(target).__name__}; pass a Graph, a node, a list "
+        raise ArgumentError(f"render: cannot draw a {type(target).__name__}; pass a Graph, a node, a list "
                         f"of nodes, or an object with .loss and .graph")
     loss = getattr(target, "loss_node", None) or getattr(target, "loss", None)
     if not isinstance(loss, Node):

@@ -15,13 +15,28 @@ folder is put on ``sys.path`` and every module imported with a
 ``sys.modules`` entry, so Numba's own cache (``cache=True``) hits in a new
 process. Files are written atomically (temp file + ``os.replace``) and carry
 a checksum line; a file whose checksum does not match is rebuilt.
+
+The folder is checked once per process (:func:`cache_dir`): made with mode
+0o700 when graphnn makes it, a warning when others can write to it (Numba's
+cache files are pickles: whoever writes them runs code as you), and when it
+is not writable the process compiles into a private temporary folder,
+removed at exit, with one warning. Numba's cache of the generated modules
+always lives in the folder's ``__pycache__`` (:func:`_numba_locator`), and a
+damaged Numba cache file is moved aside and its function compiled again
+(:func:`repairing_numba_cache`).
 """
+import atexit
 import hashlib
 import importlib.util
 import os
 import re
+import shutil
+import stat
 import sys
 import tempfile
+import threading
+import uuid
+import warnings
 from pathlib import Path
 
 from ..errors import CacheError
@@ -29,12 +44,112 @@ from ..version import __version__
 
 _CHECK = "# graphnn-checksum: "
 
+_FOLDERS = {}           # the folder asked for -> the folder used (itself, or the private one)
+_NUMBA_FOLDERS = set()  # folders whose modules keep Numba's cache in their own __pycache__
+_PRIVATE = []           # this process's private folder, once one was needed
+_LOCK = threading.RLock()
+
 
 def cache_dir(explicit=None):
-    path = Path(explicit or os.environ.get("GRAPHNN_CACHE_DIR")
-                or Path.home() / ".cache" / "graphnn")
-    path.mkdir(parents=True, exist_ok=True)
+    """The cache folder: ``explicit``, else ``$GRAPHNN_CACHE_DIR``, else ``~/.cache/graphnn``.
+
+    Checked on its first use in a process (:func:`_prepare`); a folder that
+    cannot be written gives way to a private temporary one."""
+    asked = _asked(explicit)
+    used = _FOLDERS.get(asked)
+    if used is None:
+        with _LOCK:
+            used = _FOLDERS.get(asked)
+            if used is None:
+                used = _FOLDERS[asked] = _prepare(asked)
+    return used
+
+
+def _asked(explicit):
+    path = explicit or os.environ.get("GRAPHNN_CACHE_DIR") or Path.home() / ".cache" / "graphnn"
+    return Path(os.path.abspath(Path(path).expanduser()))
+
+
+def _prepare(path):
+    """Make or check the cache folder ``path``; returns the folder to use."""
+    if path.exists() and not path.is_dir():
+        raise CacheError(f"the graphnn cache path {path} is a file, not a directory: move the file "
+                         f"away, or point GRAPHNN_CACHE_DIR (or compile's cache_dir=) at a directory")
+    existed = path.is_dir()
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)   # private: see _warn_if_shared
+    except (FileExistsError, NotADirectoryError):
+        raise CacheError(f"the graphnn cache path {path} cannot be a directory: one of its parent "
+                         f"folders is a file. Point GRAPHNN_CACHE_DIR (or compile's cache_dir=) at a "
+                         f"directory") from None
+    except OSError as exc:
+        return _unwritable(path, exc)
+    if existed:
+        _warn_if_shared(path)
+    try:
+        _probe(path)
+    except OSError as exc:
+        return _unwritable(path, exc)
+    _NUMBA_FOLDERS.add(str(path))
     return path
+
+
+def _probe(folder):
+    """Raise OSError unless files can be made in ``folder`` and in its ``__pycache__``, where
+    Numba keeps its cache of the modules (Numba makes that folder when it is not there)."""
+    numba_folder = folder / "__pycache__"
+    for where in (folder, numba_folder) if numba_folder.exists() else (folder,):
+        probe = where / f".graphnn-probe-{uuid.uuid4().hex[:12]}"
+        os.close(_create(probe))
+        os.unlink(probe)
+
+
+def _warn_if_shared(folder):
+    """Warn when users other than the owner can write ``folder`` (or its ``__pycache__``)."""
+    if not hasattr(os, "getuid"):       # Windows: st_mode does not say who can write
+        return
+    for where in (folder, folder / "__pycache__"):
+        try:
+            st = os.stat(where)
+        except OSError:
+            continue
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o022 and (st.st_uid != os.getuid() or mode & 0o002):
+            warnings.warn(f"the graphnn cache folder {where} can be written by other users (mode "
+                          f"{mode:04o}); graphnn imports the modules there and Numba loads the pickles "
+                          f"there, so whoever writes them can run code as you. Make it private "
+                          f"(chmod 700 {where}) or point GRAPHNN_CACHE_DIR at a folder of your own",
+                          RuntimeWarning, stacklevel=4)
+
+
+def _unwritable(path, exc):
+    """``path`` cannot be written: say so once, and use the private folder."""
+    private = _private_folder()
+    warnings.warn(f"the graphnn cache folder {path} is not writable ({exc.strerror or exc}); this "
+                  f"process compiles without a lasting cache, in the private folder {private} "
+                  f"(removed at exit). Make {path} writable, or point GRAPHNN_CACHE_DIR (or "
+                  f"compile's cache_dir=) at a writable folder", RuntimeWarning, stacklevel=4)
+    return private
+
+
+def _private_folder():
+    with _LOCK:
+        if not _PRIVATE:
+            try:
+                folder = Path(tempfile.mkdtemp(prefix="graphnn-cache-"))     # mode 0o700
+            except OSError as exc:
+                raise CacheError(f"no folder to compile into: the graphnn cache folder is not "
+                                 f"writable, nor is the temporary folder ({exc}). Point "
+                                 f"GRAPHNN_CACHE_DIR at a writable folder") from exc
+            _PRIVATE.append(folder)
+            _NUMBA_FOLDERS.add(str(folder))
+        return _PRIVATE[0]
+
+
+@atexit.register        # registered on import, before the compile worker's: runs after it
+def _remove_private_folder():
+    for folder in _PRIVATE:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _code_sources_digest():
@@ -73,23 +188,61 @@ def _checksum(body):
 
 def _valid(path):
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return False
     first, _, body = text.partition("\n")
     return first.startswith(_CHECK) and first[len(_CHECK):].strip() == _checksum(body)
 
 
+def _create(path, mode=0o600):
+    """Make the new file ``path`` (it must not exist) and open it for writing; every file the
+    cache writes is made here. ``mode`` less the umask, as ``open()`` does."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), mode)
+
+
 def write_atomic(path, text):
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``: a reader sees the
+    old file or the new one, never part of one. A new file gets mode 0o666 less the umask, as
+    ``open()`` gives it; a file replaced keeps its mode."""
+    path = Path(path)
+    tmp = path.parent / f"{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+    fd = _create(tmp, 0o666)
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            try:
+                os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
+            except FileNotFoundError:
+                pass
             f.write(text)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _write_entry(directory, name, text):
+    """Write cache file ``name`` in the cache folder. Where that fails (a folder made read-only,
+    a full disk), the process goes on in the private folder, with a warning; a folder removed
+    while in use is made again."""
+    folder = cache_dir(directory)
+    try:
+        write_atomic(folder / name, text)
+    except OSError as exc:
+        asked = _asked(directory)
+        with _LOCK:
+            if folder.is_dir() and folder not in _PRIVATE:
+                _FOLDERS[asked] = _unwritable(asked, exc)
+            else:
+                _FOLDERS.pop(asked, None)
+        folder = cache_dir(directory)
+        try:
+            write_atomic(folder / name, text)
+        except OSError as again:
+            raise CacheError(f"cannot write the graphnn cache file {folder / name}: {again}. Point "
+                             f"GRAPHNN_CACHE_DIR (or compile's cache_dir=) at a writable folder") from again
+    return folder / name
 
 
 def lookup(key, directory=None, prefix="graphnn_"):
@@ -100,9 +253,7 @@ def lookup(key, directory=None, prefix="graphnn_"):
 
 def store(key, source, directory=None, prefix="graphnn_"):
     """Write ``source`` under ``key`` (atomically) and return its path."""
-    path = cache_dir(directory) / f"{prefix}{key}.py"
-    write_atomic(path, f"{_CHECK}{_checksum(source)}\n{source}")
-    return path
+    return _write_entry(directory, f"{prefix}{key}.py", f"{_CHECK}{_checksum(source)}\n{source}")
 
 
 def store_module(name, source, directory=None):
@@ -110,13 +261,14 @@ def store_module(name, source, directory=None):
     path = cache_dir(directory) / f"{name}.py"
     if path.exists() and _valid(path):
         return False
-    write_atomic(path, f"{_CHECK}{_checksum(source)}\n{source}")
+    _write_entry(directory, f"{name}.py", f"{_CHECK}{_checksum(source)}\n{source}")
     return True
 
 
 def on_import_path(directory=None):
     """Put the cache folder on ``sys.path``: drivers import their kernels by module name."""
     folder = str(cache_dir(directory))
+    _numba_locator()
     if folder not in sys.path:
         sys.path.append(folder)
     importlib.invalidate_caches()   # files written since the last import must be seen
@@ -137,6 +289,7 @@ def import_module(path, rewritten=()):
         sys.modules.pop(stale, None)
     if not rewritten and name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(path):
         return sys.modules[name]
+    _numba_locator()
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -150,4 +303,95 @@ def import_module(path, rewritten=()):
 
 def read_source(path):
     """The generated source without the checksum line."""
-    return path.read_text().partition("\n")[2]
+    return path.read_text(encoding="utf-8").partition("\n")[2]
+
+
+# -- Numba's cache of the generated modules ----------------------------------------------------
+_LOCATOR = []
+
+
+def _numba_locator():
+    """Make Numba keep the cache of every generated module in its cache folder's ``__pycache__``.
+
+    Numba tries its cache locators in order (numba/core/caching.py): ``$NUMBA_CACHE_DIR``
+    first, then the module's ``__pycache__`` if it can write there, then ``~/.cache/numba``.
+    The locator added in front takes the modules of graphnn's cache folders only -- found
+    writable by :func:`_probe` -- and leaves every other function to Numba's own."""
+    if _LOCATOR:
+        return
+    from numba.core import caching
+
+    class GraphnnCacheLocator(caching.InTreeCacheLocator):
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            if os.path.dirname(os.path.abspath(py_file)) not in _NUMBA_FOLDERS:
+                return None
+            return super().from_function(py_func, py_file)
+
+    with _LOCK:
+        if not _LOCATOR:
+            caching.CacheImpl._locator_classes.insert(0, GraphnnCacheLocator)
+            _LOCATOR.append(GraphnnCacheLocator)
+
+
+_NUMBA_CACHING = os.path.join("numba", "core", "caching.py")
+
+
+def repairing_numba_cache(run):
+    """``run()``; where it fails because Numba could not load one of its cache files (``*.nbi``,
+    ``*.nbc``) of a generated module -- truncated, overwritten, from a crashed disk -- that file
+    is moved aside (to ``<name>.corrupt``), a warning names it, and ``run()`` is called again:
+    Numba then compiles that function anew and writes its cache again."""
+    repaired = set()
+    while True:
+        try:
+            return run()
+        except Exception as exc:
+            damaged = [(f, cause) for f, cause in _damaged_numba_files(exc) if f not in repaired]
+            if not damaged:
+                raise
+            for f, cause in damaged:
+                repaired.add(f)
+                _set_aside(f, cause)
+
+
+def _damaged_numba_files(exc):
+    """[(file, exception)]: the cache files of graphnn's modules that Numba was loading when
+    ``exc``, or an exception it chains, was raised."""
+    found, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        culprit, tb = None, exc.__traceback__
+        while tb is not None:           # outermost first: the innermost load names the file
+            code = tb.tb_frame.f_code
+            if code.co_filename.endswith(_NUMBA_CACHING):
+                local = tb.tb_frame.f_locals
+                if code.co_name == "_load_data":
+                    culprit = local.get("path", culprit)
+                elif code.co_name == "_load_index":
+                    culprit = getattr(local.get("self"), "_index_path", culprit)
+                elif code.co_name == "_load_overload":      # the data loaded, but not rebuilt
+                    culprit = getattr(getattr(local.get("self"), "_cache_file", None), "_index_path",
+                                      culprit)
+            tb = tb.tb_next
+        if culprit is not None and os.path.dirname(os.path.dirname(os.path.abspath(culprit))) \
+                in _NUMBA_FOLDERS:
+            found.append((culprit, exc))
+        exc = exc.__cause__ or exc.__context__
+    return found
+
+
+def _set_aside(path, exc):
+    try:
+        os.replace(path, f"{path}.corrupt")
+    except FileNotFoundError:
+        pass                            # another process set it aside first
+    except OSError:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    warnings.warn(f"graphnn: Numba's cache file {path} is damaged ({type(exc).__name__}: "
+                  f"{str(exc)[:200]}); "
+                  f"it was moved aside to {os.path.basename(path)}.corrupt and the function "
+                  f"compiled again", RuntimeWarning, stacklevel=3)

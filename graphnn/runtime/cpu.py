@@ -196,7 +196,8 @@ class ProgramBuild:
             b = self.backend
             scratch = BoundProgram(self, b.params_flat.copy(), b.state_flat.copy(), b.hyper.copy(),
                                    SCRATCH_BATCH)
-            scratch(*self._scratch_feeds())   # compiles or loads every kernel
+            # compiles or loads every kernel; a damaged Numba cache file is set aside and compiled again
+            disk.repairing_numba_cache(lambda: scratch(*self._scratch_feeds()))
             self.stage = "kernels"
             self.timings.update(generate=t1 - t0, kernels=time.perf_counter() - t1)
         except BaseException as exc:  # surfaces on the next call of the program
@@ -248,7 +249,7 @@ class ProgramBuild:
         def job():
             try:
                 t0 = time.perf_counter()
-                compile_it()
+                disk.repairing_numba_cache(compile_it)
                 self.timings[what] = time.perf_counter() - t0
             except BaseException as exc:
                 self.timings[f"{what}_error"] = repr(exc)
@@ -323,6 +324,7 @@ class CPUBackend:
     def __init__(self, model, cache_dir=None, fast_math=None, parallel=False, wait=None):
         self.model = model
         self.cache_dir = cache_dir
+        disk.cache_dir(cache_dir)         # checked now: a file in its place raises CacheError here
         self.fast_math = fast_math
         self.parallel = parallel
         self.wait = default_wait() if wait is None else bool(wait)
@@ -337,7 +339,9 @@ class CPUBackend:
         self._plans = OrderedDict()
         self._arenas = {}                 # program -> its work arena
         self._busy = set()                # programs whose arena a call is using now
-        self._lock = threading.RLock()    # the plan tables; held through calls that update the model
+        # the plan tables; held through calls that update the model
+        # (the model's lock: one for the model and its backend)
+        self._lock = getattr(model, "lock", None) or threading.RLock()
         self._reference = ReferenceBackend(model)
         self._lowered = {}
         self._sources = {}
@@ -538,15 +542,15 @@ class CPUBackend:
                         or not value.flags.c_contiguous):
                     return None
                 args.append(value)
-            model.step_count += 1
             for k, h in slots:
                 hyper[k] = optimizer_hyper[h]
             if t_slot is not None:
-                hyper[t_slot] = float(model.step_count)
+                hyper[t_slot] = float(model.step_count + 1)
             if build.stage == "compiled":
                 build.driver(*args, params, state, hyper, work, batch)
             else:
                 bound(*args)
+            model.step_count += 1       # after the update, as Model.step counts
             return float(loss.item())
         return step
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..codegen.cuda import CudaModulePrinter, print_model
 from ..codegen.layout import program_meta
-from ..errors import TargetError
+from ..errors import ArgumentError, TargetError
 from ..lower import lower
 from . import cache as disk
 from ..lower.program import hyper_name, program_signature
@@ -82,7 +82,7 @@ class CUDABackend:
         self.compiled = CompiledModule(model, self.target, print_model, cache_dir,
                                        key_extra=("matmul", matmul))  # one module per choice
         if matmul not in ("auto", "tiled", "cublas"):
-            raise ValueError(f"matmul must be 'auto', 'tiled' or 'cublas', got {matmul!r}")
+            raise ArgumentError(f"matmul must be 'auto', 'tiled' or 'cublas', got {matmul!r}")
         have_cupy = self.compiled.module._cupy is not None
         if matmul == "cublas" and not have_cupy:
             raise TargetError("matmul='cublas' needs CuPy (pip install cupy-cuda12x)")
@@ -100,7 +100,9 @@ class CUDABackend:
         # MAX_PLANS are dropped, so device memory does not grow with every batch size used
         self._views = OrderedDict()
         self._launches = {}
-        self._lock = threading.RLock()    # one call at a time: calls share device buffers
+        # one call at a time: calls share device buffers
+        # (the model's lock: one for the model and its backend)
+        self._lock = getattr(model, "lock", None) or threading.RLock()
 
     def _buffers(self, name, batch):
         """Device views of every buffer of a program at this batch size (made once)."""
@@ -174,6 +176,12 @@ class CUDABackend:
         host = self.d_params.copy_to_host()
         host[a:b] = np.asarray(value, dtype=self.model.dtype).reshape(-1)
         self.d_params.copy_to_device(host)
+
+    def write_state(self, name, value):
+        a, b, shape = self.state_slices[name]
+        host = self.d_state.copy_to_host()
+        host[a:b] = np.asarray(value, dtype=self.model.dtype).reshape(-1)
+        self.d_state.copy_to_device(host)
 
     def sync_to_host(self):
         """Copy parameters and state back into the model's host arrays."""

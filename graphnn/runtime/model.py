@@ -4,13 +4,17 @@ Parameters and optimizer state live in the model (NumPy arrays in the
 model's dtype, or device arrays for CUDA) and are passed to the backend's
 functions as arguments on every call.
 """
+import signal
+import threading
+from collections.abc import Mapping
+
 import numpy as np
 
 from ..errors import ArgumentError, FeedError, GraphMixError
 from ..graph.node import Graph, Node
 from ..graph.random import fill, is_random, sample
 from ..graph.traverse import topological
-from ..reference.executor import check_feeds
+from ..reference.executor import check_feeds, feed_array
 from ..lower.program import build_programs, hyper_name, slot_name
 
 
@@ -23,7 +27,7 @@ def _split_graph(graph_or_loss, loss, outputs):
     elif hasattr(graph_or_loss, "graph") and hasattr(graph_or_loss, "loss"):
         graph, loss = graph_or_loss.graph, loss if loss is not None else graph_or_loss.loss
     else:
-        raise TypeError(f"compile takes a Graph, a loss node or a net with .graph and .loss; "
+        raise ArgumentError(f"compile takes a Graph, a loss node or a net with .graph and .loss; "
                         f"got {type(graph_or_loss).__name__}")
     if outputs is None:
         outputs = dict(graph.outputs)
@@ -34,7 +38,7 @@ def _split_graph(graph_or_loss, loss, outputs):
     if not outputs and loss is not None:
         outputs = {"loss": loss}
     if not outputs:
-        raise ValueError(f"graph {graph.name!r} has no outputs and no loss: name one with "
+        raise ArgumentError(f"graph {graph.name!r} has no outputs and no loss: name one with "
                          f"graph.output(name, node) or pass loss=")
     _check_one_graph(graph, loss, outputs)
     return graph, loss, outputs
@@ -65,7 +69,7 @@ class Model:
         self.graph, self.loss_node, self.output_nodes = _split_graph(graph_or_loss, loss, outputs)
         self.dtype = np.dtype(dtype)
         if self.dtype.name not in ("float32", "float64"):
-            raise ValueError(f"dtype must be float32 or float64, got {self.dtype.name}")
+            raise ArgumentError(f"dtype must be float32 or float64, got {self.dtype.name}")
         self.target = target
         self.optimizer = optimizer if optimizer is not None or self.loss_node is None else SGD(0.01)
         used = {n.name for n in topological([*self.output_nodes.values()]
@@ -87,17 +91,54 @@ class Model:
         self._fast_step = None      # a step call with the checks of the last one done (CPU)
         # draws for random inputs (dropout masks, noise) in training mode
         self.rng = np.random.default_rng(self.graph.seed if seed is None else seed)
+        # held by every call that updates the model (a step, a compiled run of steps): a step is
+        # atomic -- parameters, optimizer state, step_count and the generator move together --
+        # when threads share the model. The backends hold the same lock.
+        self.lock = threading.RLock()
         from .backends import make_backend
         wait = options.pop("wait", None)
         if target == "cpu":
             options["wait"] = wait
         self.backend = make_backend(target, self, **options)
+        # after the backend: it may have moved the arrays into storage of its own (the CPU's
+        # flat arrays), and assigning a new value must write into that storage
+        self._params = _Buffers("parameter", self._params, self._write_param)
+        self._state = _Buffers("optimizer state", self._state, self._write_state)
+
+    @property
+    def params(self):
+        """{name: array} of the parameters. ``model.params[name] = value`` (or
+        ``model.params = {name: value}``) copies the value into the arrays the target computes
+        with, after checking its name and shape; a read of a CUDA model's arrays may be stale
+        (use :meth:`get_params`)."""
+        return self._params
+
+    @params.setter
+    def params(self, values):
+        if isinstance(getattr(self, "_params", None), _Buffers):
+            self._params.update(values)
+        else:
+            self._params = values
+
+    @property
+    def state(self):
+        """{slot name: array} of the optimizer state; assigned like :attr:`params`."""
+        return self._state
+
+    @state.setter
+    def state(self, values):
+        if isinstance(getattr(self, "_state", None), _Buffers):
+            self._state.update(values)
+        else:
+            self._state = values
 
     # -- feeding --------------------------------------------------------------
     def _feeds(self, program, feeds, training=False):
         # fast path: feeds with the names, shapes and dtypes of an earlier call that was
         # fully checked pass straight through (a training step of a small net is a few us)
         # only arrays have a shape and dtype to key on; anything else takes the full check
+        if type(feeds) is not dict and not isinstance(feeds, Mapping):
+            raise FeedError(f"feeds must be a dict {{input name: array}}; got a {type(feeds).__name__}")
         cacheable = all(type(v) is np.ndarray for v in feeds.values())
         signature = (program, training, tuple((k, v.shape, v.dtype) for k, v in feeds.items())
                      ) if cacheable else None
@@ -116,6 +157,8 @@ class Model:
                                    {k: v for k, v in feeds.items() if k not in randoms})
             feeds = fill(nodes, feeds, batch, self.rng)
         arrays, batch = check_feeds(nodes, feeds)
+        if batch == 0:
+            self._check_empty_batch(program)
         out = {}
         for k, v in arrays.items():
             if hasattr(v, "__cuda_array_interface__"):  # a device array: the CUDA backend copies on device
@@ -129,13 +172,25 @@ class Model:
             self._feed_cache[signature] = (list(out), batch)
         return out, batch
 
+    def _check_empty_batch(self, program):
+        """A batch of 0 rows, alike on every target: outputs with a batch axis have 0 rows
+        (:meth:`forward` makes them without running the program), the loss has no value."""
+        if program != "forward":
+            call = "step" if program == "step" else "loss_and_gradients"
+            raise FeedError(f"{call}: the feeds have 0 rows, and the loss of an empty batch is "
+                            f"undefined (a mean over no rows); feed at least one row")
+        for name, node in self.output_nodes.items():
+            if not node.batched:
+                raise FeedError(f"forward: the feeds have 0 rows, and output {name!r} has no batch "
+                                f"axis (shape {node.shape}), so no rows to give; feed at least one row")
+
     def reseed(self, seed):
         """Restart the random inputs' generator (dropout masks, noise) from ``seed``."""
         self.rng = np.random.default_rng(seed)
 
-    def _hyper(self):
+    def _hyper(self, t=None):
         values = {hyper_name(h): v for h, v in self.optimizer.hyper.items()}
-        values[hyper_name("t")] = float(self.step_count)
+        values[hyper_name("t")] = float(self.step_count if t is None else t)
         return values
 
     # -- the calls ------------------------------------------------------------
@@ -145,6 +200,9 @@ class Model:
         ``training=True`` draws the random inputs (dropout, noise) as a training step
         does; by default they take their evaluation values (dropout keeps every unit)."""
         arrays, batch = self._feeds("forward", feeds, training)
+        if batch == 0:      # every output has a batch axis (checked): 0 rows of each
+            return {name: np.zeros((0, *node.shape[1:]), dtype=self.dtype)
+                    for name, node in self.output_nodes.items()}
         return self.backend.run("forward", arrays, batch)
 
     __call__ = forward
@@ -176,12 +234,13 @@ class Model:
             if loss is not None:
                 return loss
         self._need_loss()
-        arrays, batch = self._feeds("step", feeds, training)
-        self.step_count += 1
-        hyper = self._hyper()
-        for k in self._step_hyper_names():
-            arrays[k] = hyper[k]
-        out = self.backend.run("step", arrays, batch)
+        with self.lock:
+            arrays, batch = self._feeds("step", feeds, training)
+            hyper = self._hyper(t=self.step_count + 1)
+            for k in self._step_hyper_names():
+                arrays[k] = hyper[k]
+            out = self.backend.run("step", arrays, batch)
+            self.step_count += 1    # after the update: a step that fails or is interrupted does not count
         if training and type(feeds) is dict and set(feeds) == set(arrays) - set(hyper):
             maker = getattr(self.backend, "fast_step", None)
             self._fast_step = maker(feeds, batch) if maker is not None else None
@@ -201,7 +260,8 @@ class Model:
         On the CPU target the steps of full batches run in a compiled loop (gathering the
         rows, the step and the loss, with no return to Python); other targets, and the
         first call while that loop compiles in the background (``wait=False``), run the
-        steps one by one.
+        steps one by one. Ctrl-C lets the step (or the compiled loop) in progress finish,
+        then raises KeyboardInterrupt.
 
         >>> import graphnn as gn, numpy as np
         >>> net = gn.lecture.regression_net()
@@ -212,6 +272,10 @@ class Model:
         ((8,), 8)
         """
         self._need_loss()
+        with INTERRUPTS.held_to_step_ends():
+            return self._train_steps(feeds, batch_size, steps, order, shuffle)
+
+    def _train_steps(self, feeds, batch_size, steps, order, shuffle):
         data, rows = self._training_data(feeds)
         if order is None:
             order = self.rng.permutation(rows) if shuffle else np.arange(rows)
@@ -232,15 +296,27 @@ class Model:
 
     def _training_data(self, feeds):
         """The feeds of training steps, checked once: ({name: array in the model dtype}, rows)."""
+        arrays, rows = self._check_training_feeds(feeds)
+        return {k: np.ascontiguousarray(v, dtype=self.dtype) for k, v in arrays.items()}, rows
+
+    def _check_training_feeds(self, feeds, what="train_steps"):
+        """The feeds of training steps, checked: ({name: array as fed}, rows)."""
         nodes = [n for n in self.programs["step"].nodes if n.role != "optimizer"]
+        if not isinstance(feeds, Mapping):
+            raise FeedError(f"{what}: feeds must be a dict {{input name: array}}; "
+                            f"got a {type(feeds).__name__}")
         arrays, rows = check_feeds([n for n in nodes if not is_random(n) or n.name in feeds], feeds)
         if not any(n.batched for n in nodes if n.kind == "input" and n.name in arrays):
-            raise FeedError("train_steps: no feed has a batch axis to take mini-batches from")
-        return {k: np.ascontiguousarray(v, dtype=self.dtype) for k, v in arrays.items()}, rows
+            raise FeedError(f"{what}: no feed has a batch axis to take mini-batches from")
+        return arrays, rows
 
     def _run_steps(self, data, order, start, steps, batch_size, force=False):
         """Steps on rows order[start + s*batch_size ...]: full batches in the backend's compiled
-        loop when it has one, the others (and everything on other targets) one call each."""
+        loop when it has one, the others (and everything on other targets) one call each.
+
+        Each step -- or the compiled loop with its steps -- runs to its end before an interrupt
+        (Ctrl-C) held by :data:`INTERRUPTS` is raised, so the parameters, the optimizer state,
+        ``step_count`` and the random draws always agree."""
         losses = np.empty(steps, dtype=np.float64)
         full = min(steps, (len(order) - start) // batch_size)
         done = 0
@@ -250,20 +326,23 @@ class Model:
         loop = self.backend.training_loop(batch_size, force) if full > 0 and not fed_random and hasattr(
             self.backend, "training_loop") else None
         if loop is not None:
-            drawn = {}
-            if randoms:     # the draws the steps would make, in the order they make them
-                per_step = [[sample(n, self.rng, batch_size) for n in randoms] for _ in range(full)]
-                drawn = {n.name: np.ascontiguousarray(np.stack([d[k] for d in per_step]), dtype=self.dtype)
-                         for k, n in enumerate(randoms)}
-            hyper = self._hyper()
-            losses[:full] = loop(data, drawn, order, start, full, self.step_count,
-                                 {k: hyper[k] for k in self._step_hyper_names()})
-            self.step_count += full
+            with INTERRUPTS:
+                drawn = {}
+                if randoms:     # the draws the steps would make, in the order they make them
+                    per_step = [[sample(n, self.rng, batch_size) for n in randoms] for _ in range(full)]
+                    drawn = {n.name: np.ascontiguousarray(np.stack([d[k] for d in per_step]),
+                                                          dtype=self.dtype)
+                             for k, n in enumerate(randoms)}
+                hyper = self._hyper()
+                losses[:full] = loop(data, drawn, order, start, full, self.step_count,
+                                     {k: hyper[k] for k in self._step_hyper_names()})
+                self.step_count += full
             done = full
         batched = {k for k, v in data.items() if self.graph.inputs[k].batched}
         for s in range(done, steps):
             rows = order[start + s * batch_size:start + (s + 1) * batch_size]
-            losses[s] = self.step({k: (v[rows] if k in batched else v) for k, v in data.items()})
+            with INTERRUPTS:
+                losses[s] = self.step({k: (v[rows] if k in batched else v) for k, v in data.items()})
         return losses
 
     def _step_hyper_names(self):
@@ -306,7 +385,7 @@ class Model:
 
     def _need_loss(self):
         if self.loss_node is None:
-            raise ValueError("this model was compiled without a loss; pass loss= to gn.compile")
+            raise ArgumentError("this model was compiled without a loss; pass loss= to gn.compile")
 
     # -- parameters -----------------------------------------------------------
     def get_params(self):
@@ -314,14 +393,23 @@ class Model:
         return {k: np.array(self.backend.read_param(k), dtype=np.float64) for k in self.params}
 
     def set_params(self, values):
-        """Overwrite parameters (shapes must match)."""
-        for k, v in values.items():
-            if k not in self.params:
-                raise FeedError(f"unknown parameter {k!r}; the model has {sorted(self.params)}")
-            v = np.asarray(v, dtype=self.dtype)
-            if v.shape != self.params[k].shape:
-                raise FeedError(f"parameter {k!r}: value has shape {v.shape}, expected {self.params[k].shape}")
-            self.backend.write_param(k, v)
+        """Overwrite parameters (shapes must match); ``model.params[name] = value`` sets one.
+        Every value is checked before any is written."""
+        checked = {k: self.params.checked(k, v) for k, v in values.items()}
+        for k, v in checked.items():
+            self._write_param(k, v)
+
+    def _write_param(self, name, value):
+        self.backend.write_param(name, value)
+        host = dict.__getitem__(self.params, name)
+        if self.backend.read_param(name) is not host:   # the backend keeps its own copy (CUDA)
+            np.copyto(host, value)
+
+    def _write_state(self, name, value):
+        np.copyto(dict.__getitem__(self.state, name), value)
+        write = getattr(self.backend, "write_state", None)   # the backend keeps its own copy (CUDA)
+        if write is not None:
+            write(name, value)
 
     @property
     def source(self):
@@ -344,12 +432,138 @@ class Model:
 
         from .cache import write_atomic
         path = Path(path)
+        if path.is_dir():
+            raise ArgumentError(f"export: {str(path)!r} is a folder; give the path of the .py file to write")
+        path.parent.mkdir(parents=True, exist_ok=True)     # as gn.save does
         write_atomic(path, self.backend.source)
         return path
 
     def __repr__(self):
         return (f"<Model {self.graph.name!r} target={self.target} dtype={self.dtype.name} "
                 f"params={sum(v.size for v in self.params.values())}>")
+
+
+class _Buffers(dict):
+    """``model.params`` and ``model.state``: {name: array}, where assigning a new value copies it
+    into the storage the target computes with (the CPU's flat arrays, the GPU's memory), so
+    ``model.params["b"] = value`` acts alike on every target. The names and shapes are fixed."""
+
+    def __init__(self, kind, arrays, write):
+        super().__init__(arrays)
+        self.kind, self._write = kind, write
+
+    def checked(self, name, value):
+        """``value`` as an array of this buffer's dtype and shape, or a FeedError."""
+        if name not in self:
+            raise FeedError(f"unknown {self.kind} {name!r}; the model has {sorted(self)}")
+        stored = dict.__getitem__(self, name)
+        array = feed_array(name, value, what=self.kind)
+        if hasattr(array, "__cuda_array_interface__"):
+            array = array.copy_to_host()
+        if array.shape != stored.shape:
+            raise FeedError(f"{self.kind} {name!r}: the value has shape {array.shape}, "
+                            f"expected {stored.shape}")
+        return np.asarray(array, dtype=stored.dtype)
+
+    def __setitem__(self, name, value):
+        self._write(name, self.checked(name, value))
+
+    def update(self, *args, **kwargs):
+        values = dict(*args, **kwargs)
+        checked = {k: self.checked(k, v) for k, v in values.items()}
+        for k, v in checked.items():
+            self._write(k, v)
+
+    def setdefault(self, name, value=None):
+        if name not in self:
+            self.checked(name, value)   # raises: the names are fixed
+        return self[name]
+
+    def _fixed(self, *args, **kwargs):
+        raise FeedError(f"the model's {self.kind} arrays cannot be removed; assign a new value instead")
+
+    __delitem__ = pop = popitem = clear = _fixed
+
+    def __reduce__(self):       # a copy is a plain dict of copies
+        return dict, ({k: np.array(v) for k, v in self.items()},)
+
+
+class _InterruptGuard:
+    """Ctrl-C between training steps, never inside one.
+
+    While ``held_to_step_ends()`` is open (``fit`` and ``train_steps`` open it; only in the
+    main thread, where Python delivers signals, and only over a handler set from Python), a
+    SIGINT that arrives inside a ``with INTERRUPTS:`` block -- one training step, or one call
+    of the compiled training loop -- is held until the block ends and then handed to the
+    handler that was there before (Python's default raises KeyboardInterrupt). A step thus
+    finishes completely or, interrupted before it began, not at all."""
+
+    def __init__(self):
+        self.depth = 0              # open step blocks in the main thread
+        self.held = None            # (signum, frame) of a SIGINT held back
+        self.previous = None        # the handler held signals go to, while installed
+
+    def held_to_step_ends(self):
+        return _Installed(self)
+
+    def _handler(self, signum, frame):
+        if self.depth:
+            self.held = (signum, frame)
+        else:
+            (self.previous or signal.default_int_handler)(signum, frame)
+
+    def __enter__(self):
+        if self.previous is not None and threading.get_ident() == _MAIN_THREAD:
+            self.depth += 1
+            return True
+        return False
+
+    def __exit__(self, *exc):
+        if self.previous is not None and threading.get_ident() == _MAIN_THREAD and self.depth:
+            self.depth -= 1
+            if not self.depth and self.held is not None:
+                held, self.held = self.held, None
+                self.previous(*held)
+        return False
+
+
+class _Installed:
+    def __init__(self, guard):
+        self.guard, self.installed = guard, False
+
+    def __enter__(self):
+        guard = self.guard
+        if guard.previous is not None or threading.get_ident() != _MAIN_THREAD:
+            return self                 # nested, or not where signals arrive
+        previous = signal.getsignal(signal.SIGINT)
+        if not callable(previous):      # ignored, the default action, or set outside Python
+            return self
+        guard.previous, guard.depth, guard.held = previous, 0, None   # before a signal can need it
+        try:
+            signal.signal(signal.SIGINT, guard._handler)
+        except BaseException:           # interrupted right here: as if never installed
+            signal.signal(signal.SIGINT, previous)
+            guard.previous = None
+            raise
+        self.installed = True
+        return self
+
+    def __exit__(self, *exc):
+        if not self.installed:
+            return False
+        guard = self.guard
+        previous = guard.previous
+        try:
+            signal.signal(signal.SIGINT, previous)
+        finally:
+            held, guard.previous, guard.held, guard.depth = guard.held, None, None, 0
+        if held is not None:
+            previous(*held)
+        return False
+
+
+_MAIN_THREAD = threading.main_thread().ident
+INTERRUPTS = _InterruptGuard()
 
 
 def _positive_int(name, value, zero=False):

@@ -16,12 +16,16 @@ so the same call gives the same history and parameters.
 import math
 import time
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 import sympy as sp
 from tqdm.auto import tqdm
 
+from ..errors import ArgumentError, FeedError
 from ..graph.traverse import topological
+from ..reference.executor import check_feeds, feed_array
+from ..runtime.model import INTERRUPTS, _positive_int
 from . import metrics as metric_functions
 
 CHUNK_SECONDS = 0.2      # fit returns to Python about this often when steps run in a compiled loop
@@ -72,28 +76,42 @@ def _target_and_output(model, target, output):
     if output is None:
         output = next(iter(outputs))
     elif output not in outputs:
-        raise ValueError(f"fit: output {output!r} is not an output of the model; it has {sorted(outputs)}")
+        raise ArgumentError(f"fit: output {output!r} is not an output of the model; it has {sorted(outputs)}")
     if target is None and model.loss_node is not None:
         candidates = sorted(_user_inputs(topological([model.loss_node]))
                             - _user_inputs(topological([outputs[output]])))
         if len(candidates) != 1:
-            raise ValueError(f"fit: cannot tell which feed holds the targets (candidates {candidates}); "
+            raise ArgumentError(f"fit: cannot tell which feed holds the targets (candidates {candidates}); "
                              f"pass target='name'")
         target = candidates[0]
     return target, output
 
 
-def _batched(model, feeds):
-    """Names of the feeds that have a batch axis, and their common row count."""
+def _arrays(feeds, what):
+    """{name: NumPy array} of a feeds dict, each checked (see :func:`feed_array`)."""
+    if not isinstance(feeds, Mapping):
+        raise FeedError(f"{what} must be a dict {{input name: array}}; got a {type(feeds).__name__}")
+    return {k: np.asarray(feed_array(k, v)) for k, v in feeds.items()}
+
+
+def _batched(model, feeds, what="fit"):
+    """Names of the feeds that have a batch axis, and their common row count (at least one)."""
     inputs = model.graph.inputs
     names = [k for k in feeds if k in inputs and inputs[k].batched]
     if not names:
-        raise ValueError("fit: no feed has a batch axis")
+        raise FeedError(f"{what}: no feed has a batch axis")
+    flat = [k for k in names if feeds[k].ndim == 0]
+    if flat:
+        raise FeedError(f"{what}: feed {flat[0]!r} is a single number; input {flat[0]!r} takes rows")
     rows = {len(feeds[k]) for k in names}
     if len(rows) != 1:
-        raise ValueError(f"fit: feeds have different numbers of rows: "
-                         f"{ {k: len(feeds[k]) for k in names} }")
-    return names, rows.pop()
+        raise FeedError(f"{what}: feeds have different numbers of rows: "
+                        f"{ {k: len(feeds[k]) for k in names} }")
+    n = rows.pop()
+    if n == 0:
+        raise FeedError(f"{what}: the feeds have 0 rows ({', '.join(names)}); there is nothing to "
+                        f"{'evaluate' if what != 'fit' else 'train on'}")
+    return names, n
 
 
 def _take(feeds, batched, rows):
@@ -110,8 +128,9 @@ def _augmenter(model, augment):
 def evaluate(model, feeds, metrics=(), target=None, output=None, batch_size=1024):
     """Loss and metrics on ``feeds`` in evaluation mode (dropout off, no noise):
     {"loss": ..., "accuracy": ...}. Runs in chunks of ``batch_size`` rows."""
-    feeds = {k: np.asarray(v) for k, v in feeds.items()}
-    batched, n = _batched(model, feeds)
+    feeds = _arrays(feeds, "evaluate: feeds")
+    batched, n = _batched(model, feeds, "evaluate")
+    batch_size = _positive_int("evaluate: batch_size", batch_size)
     named = [metric_functions.resolve(m) for m in metrics]
     logs = {}
     if model.loss_node is not None:
@@ -144,7 +163,7 @@ def _use_optimizer(model, optimizer):
             and {k: sp.srepr(v) for k, v in compiled.rules().items()}
             == {k: sp.srepr(v) for k, v in optimizer.rules().items()})
     if not same:
-        raise ValueError(f"fit(optimizer={optimizer!r}): the model was compiled with {compiled!r}; "
+        raise ArgumentError(f"fit(optimizer={optimizer!r}): the model was compiled with {compiled!r}; "
                          f"fit can change its hyper-parameters (lr, momentum, ...) but not its update "
                          f"rule -- pass optimizer= to gn.compile instead")
     compiled.hyper.update(optimizer.hyper)
@@ -203,10 +222,28 @@ def fit(model, feeds, epochs=10, batch_size=32, shuffle=True, validation_data=No
     * ``verbose``: a tqdm progress bar with the running loss and the last metrics.
     * ``optimizer``: new hyper-parameters for the compiled optimizer, e.g. ``gn.SGD(lr=0.1)`` on
       a model compiled with the default ``SGD(0.01)`` (the same update rule; no recompile).
+
+    The arguments, the feeds and ``validation_data`` are checked before the first step
+    (:class:`~graphnn.FeedError` naming the one at fault). Ctrl-C lets the step in progress
+    finish, then raises KeyboardInterrupt: parameters, optimizer state and ``step_count``
+    are those of the last completed step, and ``model.history`` has the completed epochs.
     """
-    _use_optimizer(model, optimizer)
-    feeds = {k: np.asarray(v) for k, v in feeds.items()}
+    model._need_loss()
+    epochs = _positive_int("fit: epochs", epochs, zero=True)
+    if batch_size is not None:
+        batch_size = _positive_int("fit: batch_size", batch_size)
+    if patience is not None:
+        patience = _positive_int("fit: patience", patience, zero=True)
+    eval_batch_size = _positive_int("fit: eval_batch_size", eval_batch_size)
+    feeds = _arrays(feeds, "fit: feeds")
     batched, n = _batched(model, feeds)
+    model._check_training_feeds(feeds, "fit")        # names, shapes and dtypes, before any step
+    if validation_data is not None:                  # before training, not after the first epoch
+        validation_data = _arrays(validation_data, "fit: validation_data")
+        _batched(model, validation_data, "fit: validation_data")
+        check_feeds([node for node in model.programs["gradients"].nodes if node.role != "optimizer"],
+                    validation_data)
+    _use_optimizer(model, optimizer)
     if batch_size is None or batch_size > n:
         batch_size = n
     named = [metric_functions.resolve(m)[0] for m in metrics]
@@ -214,7 +251,11 @@ def fit(model, feeds, epochs=10, batch_size=32, shuffle=True, validation_data=No
         _target_and_output(model, target, output)
     monitor = monitor or ("val_loss" if validation_data is not None else "loss")
     mode = "min" if monitor.endswith("loss") or monitor.endswith(("mse", "mae")) else "max"
-    shuffle_seed, random_seed, augment_seed = np.random.SeedSequence(seed).spawn(3)
+    try:
+        shuffle_seed, random_seed, augment_seed = np.random.SeedSequence(seed).spawn(3)
+    except (TypeError, ValueError) as exc:
+        raise ArgumentError(f"fit: seed must be a non-negative integer (or None); "
+                            f"got {seed!r}: {exc}") from None
     order_rng, augment_rng = np.random.default_rng(shuffle_seed), np.random.default_rng(augment_seed)
     model.reseed(random_seed)
     augmenters = _augmenter(model, augment)
@@ -226,61 +267,65 @@ def fit(model, feeds, epochs=10, batch_size=32, shuffle=True, validation_data=No
     chunk = 1
     bar = tqdm(total=epochs * batches, disable=not verbose, unit="batch", dynamic_ncols=True, leave=True)
     try:
-        for epoch in range(epochs):
-            bar.set_description(f"epoch {epoch + 1}/{epochs}")
-            order = order_rng.permutation(n) if shuffle else np.arange(n)
-            total, b = 0.0, 0
-            while b < batches:
-                if augmenters:      # augmentation runs in Python, on each batch
-                    rows = order[b * batch_size:(b + 1) * batch_size]
-                    batch = _take(feeds, batched, rows)
-                    for name, fn in augmenters.items():
-                        batch[name] = fn(batch[name], augment_rng)
-                    losses, count = [model.step(batch)], 1
-                else:               # a chunk of steps; on the CPU one compiled call
-                    count = min(chunk, batches - b)
-                    started = time.perf_counter()
-                    losses = model._run_steps(data, order, b * batch_size, count, batch_size)
-                    if time.perf_counter() - started < CHUNK_SECONDS / 2:
-                        chunk *= 2      # return to Python (bar, callbacks) a few times a second
-                for s, loss in enumerate(losses):
-                    total += float(loss) * (min(n, (b + s + 1) * batch_size) - (b + s) * batch_size)
-                b += count
-                if build is not None and build.stage != "reference":
-                    if verbose:
-                        bar.write(f"compiled the training step in the background in {_took(build)}; "
-                                  f"steps now run the compiled kernels")
-                    build = None
-                bar.update(count)
-                bar.set_postfix(loss=f"{total / min(n, b * batch_size):.4g}", refresh=False)
-            logs = {"loss": total / n}
-            if not np.isfinite(logs["loss"]):
-                warnings.warn(f"fit: the loss became {logs['loss']} in epoch {epoch + 1}; stopping",
-                              RuntimeWarning, stacklevel=2)
-                history.append(epoch, logs)
-                break
-            if named:
-                evaluated = evaluate(model, feeds, metrics, target, output, eval_batch_size)
-                logs.update({k: v for k, v in evaluated.items() if k != "loss"})
-            if validation_data is not None:
-                evaluated = evaluate(model, validation_data, metrics, target, output, eval_batch_size)
-                logs.update({f"val_{k}": v for k, v in evaluated.items()})
-            history.append(epoch, logs)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()}, refresh=True)
-            if monitor not in logs:
-                raise ValueError(f"fit: monitor {monitor!r} is not logged; logs are {sorted(logs)}")
-            if _improved(logs[monitor], best, mode, min_delta):
-                best, waited, history.best_epoch = logs[monitor], 0, epoch
-                if patience is not None and restore_best:
-                    best_params = model.get_params()
-            else:
-                waited += 1
-                if patience is not None and waited >= patience:
-                    history.stopped_early = True
+        # Ctrl-C ends the step in progress first: the model is left after a completed step
+        with INTERRUPTS.held_to_step_ends():
+            for epoch in range(epochs):
+                bar.set_description(f"epoch {epoch + 1}/{epochs}")
+                order = order_rng.permutation(n) if shuffle else np.arange(n)
+                total, b = 0.0, 0
+                while b < batches:
+                    if augmenters:      # augmentation runs in Python, on each batch
+                        rows = order[b * batch_size:(b + 1) * batch_size]
+                        batch = _take(feeds, batched, rows)
+                        for name, fn in augmenters.items():
+                            batch[name] = fn(batch[name], augment_rng)
+                        with INTERRUPTS:
+                            losses, count = [model.step(batch)], 1
+                    else:               # a chunk of steps; on the CPU one compiled call
+                        count = min(chunk, batches - b)
+                        started = time.perf_counter()
+                        losses = model._run_steps(data, order, b * batch_size, count, batch_size)
+                        if time.perf_counter() - started < CHUNK_SECONDS / 2:
+                            chunk *= 2      # return to Python (bar, callbacks) a few times a second
+                    for s, loss in enumerate(losses):
+                        total += float(loss) * (min(n, (b + s + 1) * batch_size) - (b + s) * batch_size)
+                    b += count
+                    if build is not None and build.stage != "reference":
+                        if verbose:
+                            bar.write(f"compiled the training step in the background in {_took(build)}; "
+                                      f"steps now run the compiled kernels")
+                        build = None
+                    bar.update(count)
+                    bar.set_postfix(loss=f"{total / min(n, b * batch_size):.4g}", refresh=False)
+                logs = {"loss": total / n}
+                if not np.isfinite(logs["loss"]):
+                    warnings.warn(f"fit: the loss became {logs['loss']} in epoch {epoch + 1}; stopping",
+                                  RuntimeWarning, stacklevel=2)
+                    history.append(epoch, logs)
                     break
+                if named:
+                    evaluated = evaluate(model, feeds, metrics, target, output, eval_batch_size)
+                    logs.update({k: v for k, v in evaluated.items() if k != "loss"})
+                if validation_data is not None:
+                    evaluated = evaluate(model, validation_data, metrics, target, output, eval_batch_size)
+                    logs.update({f"val_{k}": v for k, v in evaluated.items()})
+                history.append(epoch, logs)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()}, refresh=True)
+                if monitor not in logs:
+                    raise ArgumentError(f"fit: monitor {monitor!r} is not logged; logs are {sorted(logs)}")
+                if _improved(logs[monitor], best, mode, min_delta):
+                    best, waited, history.best_epoch = logs[monitor], 0, epoch
+                    if patience is not None and restore_best:
+                        best_params = model.get_params()
+                else:
+                    waited += 1
+                    if patience is not None and waited >= patience:
+                        history.stopped_early = True
+                        break
+            if best_params is not None and history.best_epoch != history.epoch[-1]:
+                with INTERRUPTS:
+                    model.set_params(best_params)
     finally:
         bar.close()
-    if best_params is not None and history.best_epoch != history.epoch[-1]:
-        model.set_params(best_params)
-    model.history = history
+        model.history = history     # the epochs completed, also when interrupted
     return history

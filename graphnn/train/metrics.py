@@ -8,6 +8,8 @@
 """
 import numpy as np
 
+from ..errors import ArgumentError
+
 
 def _labels(target):
     target = np.asarray(target)
@@ -56,4 +58,4 @@ def resolve(metric):
         return getattr(metric, "__name__", "metric"), metric
     if metric in BY_NAME:
         return metric, BY_NAME[metric]
-    raise ValueError(f"unknown metric {metric!r}; use one of {sorted(BY_NAME)} or a callable")
+    raise ArgumentError(f"unknown metric {metric!r}; use one of {sorted(BY_NAME)} or a callable")

@@ -8,20 +8,107 @@ hyper-parameters are kernel arguments (changing ``lr`` does not recompile).
 Every rule reads the old values only; slot updates are substituted into the
 parameter rule, so there is no write-before-read hazard.
 """
+import inspect
+import math
+import numbers
+
+import numpy as np
 import sympy as sp
 
+from ..errors import ArgumentError, FileFormatError
 from ..ops.registry import ElementwiseOp
 
 p, g, t = sp.symbols("p g t", real=True)
 
 
+class Hyper(dict):
+    """An optimizer's hyper-parameters, {name: float}, checked as they are set.
+
+    A value must be a finite real number (negative ones are allowed: a negative ``lr``
+    ascends), inside the optimizer's ``limits`` where it has them. The names are fixed
+    when the optimizer is made: the compiled step has one argument per name."""
+
+    def __init__(self, values=(), owner="Optimizer", limits=None):
+        self.owner, self.limits = owner, dict(limits or {})
+        super().__init__({name: self._checked(name, value) for name, value in dict(values).items()})
+
+    def _checked(self, name, value):
+        where = f"{self.owner} hyper-parameter {name!r}"
+        if isinstance(value, (bool, np.bool_)):
+            raise ArgumentError(f"{where}: got the bool {value!r}; give a number")
+        if isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind in "fiu":
+            value = value.item()
+        if not isinstance(value, numbers.Real):
+            raise ArgumentError(f"{where} must be a real number; got {value!r} ({type(value).__name__})")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ArgumentError(f"{where} must be finite; got {value!r}")
+        low, high = self.limits.get(name, (-math.inf, math.inf))
+        if not low <= value < high:
+            raise ArgumentError(f"{where} must be in [{low:g}, {high:g}); got {value!r}")
+        return value
+
+    def checked(self, values):
+        """{name: float} of ``values`` ({name: value}), every one checked; nothing is set."""
+        for name in values:
+            if name not in self:
+                hint = (" (it was made without weight decay: pass weight_decay= to the optimizer "
+                        "and compile again)" if name == "weight_decay" else "")
+                raise ArgumentError(f"{self.owner} has no hyper-parameter {name!r}; it has "
+                                    f"{sorted(self)}{hint}")
+        return {name: self._checked(name, value) for name, value in values.items()}
+
+    def __setitem__(self, name, value):
+        super().__setitem__(name, self.checked({name: value})[name])
+
+    def update(self, *args, **kwargs):
+        for name, value in self.checked(dict(*args, **kwargs)).items():
+            super().__setitem__(name, value)
+
+    def setdefault(self, name, value=None):
+        if name not in self:
+            self[name] = value      # refused: the names are fixed
+        return self[name]
+
+    def _fixed(self, *args, **kwargs):
+        raise ArgumentError(f"the hyper-parameters of {self.owner} cannot be removed; "
+                            f"set a new value instead")
+
+    __delitem__ = pop = popitem = clear = _fixed
+
+    def __reduce__(self):
+        return type(self), (dict(self), self.owner, self.limits)
+
+
 class Optimizer:
-    """Base class: ``slots`` (names), ``hyper`` (name -> value) and ``rules()``."""
+    """Base class: ``slots`` (names), ``hyper`` (name -> value) and ``rules()``.
+
+    ``limits``: {hyper-parameter: (low, high)}, the values it can take (low <= value < high)."""
 
     slots = ()
+    limits = {}
 
     def __init__(self, **hyper):
-        self.hyper = {k: float(v) for k, v in hyper.items()}
+        self._hyper = Hyper(hyper, type(self).__name__, self.limits)
+
+    @property
+    def hyper(self):
+        """{name: value}; ``optimizer.hyper["lr"] = 0.01`` takes effect at the next step (no
+        recompile). Values are checked as they are set."""
+        return self._hyper
+
+    @hyper.setter
+    def hyper(self, values):
+        values = dict(values)
+        if getattr(self, "_hyper", None) is None:
+            self._hyper = Hyper(values, type(self).__name__, self.limits)
+            return
+        checked = self._hyper.checked(values)       # all checked before any is set
+        missing = sorted(set(self._hyper) - set(values))
+        if missing:
+            raise ArgumentError(f"{type(self).__name__}.hyper: a new dict must set every "
+                                f"hyper-parameter; it lacks {missing}")
+        self._hyper.update(checked)
 
     def rules(self):
         """{buffer: SymPy expression}; buffer is "param" or a slot name."""
@@ -95,6 +182,7 @@ class Adam(Optimizer):
     decoupled decay is ``decoupled=True``)."""
 
     slots = ("m", "v")
+    limits = {"beta1": (0.0, 1.0), "beta2": (0.0, 1.0)}   # beta = 1 divides by 1 - beta**t = 0
 
     def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, decoupled=False):
         self.decoupled = bool(decoupled)
@@ -119,10 +207,21 @@ class Adam(Optimizer):
 
 
 def from_config(config):
-    """Rebuild an optimizer from :meth:`Optimizer.config`."""
+    """Rebuild an optimizer from :meth:`Optimizer.config`. A config that it did not write
+    (an unknown type or key, a value of the wrong type) raises FileFormatError naming the key."""
+    classes = {"SGD": SGD, "Momentum": Momentum, "Adam": Adam}
+    if not isinstance(config, dict) or not isinstance(config.get("type"), str):
+        raise FileFormatError(f"optimizer config {config!r:.80} has no \"type\"")
     config = dict(config)
     kind = config.pop("type")
-    classes = {"SGD": SGD, "Momentum": Momentum, "Adam": Adam}
     if kind not in classes:
-        raise ValueError(f"unknown optimizer type {kind!r}")
+        raise FileFormatError(f"unknown optimizer type {kind!r:.40}; graphnn knows {sorted(classes)}")
+    arguments = inspect.signature(classes[kind]).parameters
+    for key, value in config.items():
+        if key not in arguments:
+            raise FileFormatError(f"{kind} has no hyper-parameter {key!r:.40}")
+        flag = isinstance(arguments[key].default, bool)
+        if isinstance(value, bool) != flag or not isinstance(value, (int, float)):
+            raise FileFormatError(f"{kind} {key!r} should be {'true or false' if flag else 'a number'}, "
+                                  f"not {value!r:.40}")
     return classes[kind](**config)
