@@ -287,3 +287,39 @@ def test_export_makes_its_folder_and_refuses_a_folder_as_the_file(tmp_path):
     assert path.read_text() == model.source
     with pytest.raises(gn.ArgumentError, match="is a folder"):
         model.export(tmp_path / "new")
+
+
+def _swapped_outputs(second):
+    g = gn.Graph("same_nodes", seed=1)
+    x, p = g.input("x", (None, 3)), g.parameter("p", (3,))
+    q, h = gn.exp(p), gn.tanh(x)
+    g.output("out0", h + q)
+    g.output("out1", q if second else h)
+    g.output("out2", h if second else q)
+    return g
+
+
+def test_graphs_that_name_their_outputs_differently_do_not_share_a_cache_entry(tmp_path):
+    """Same nodes, outputs pointing at different nodes: the second model got the first's mapping."""
+    x = np.ones((2, 3))
+    for second in (False, True):
+        g = _swapped_outputs(second)
+        got = gn.compile(g, target="cpu", dtype="float64", cache_dir=tmp_path).forward({"x": x})
+        expect = gn.compile(g, target="reference", dtype="float64").forward({"x": x})
+        for k in expect:
+            np.testing.assert_allclose(got[k], expect[k], rtol=1e-12, err_msg=k)
+
+
+@pytest.mark.parametrize("target", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_inputs_and_constant_arrays_can_be_outputs(target):
+    g = gn.Graph("leaf_outputs")
+    x = g.input("x", (None, 2))
+    g.output("x", x)
+    g.output("c", g.constant(np.array([1.0, 2.0])))
+    g.output("t", gn.tanh(x))
+    feeds = {"x": np.array([[0.5, -1.0], [2.0, 3.0]])}
+    got = gn.compile(g, target=target, dtype="float64").forward(feeds)
+    expect = gn.compile(g, target="reference", dtype="float64").forward(feeds)
+    for k in expect:
+        np.testing.assert_allclose(got[k], expect[k], rtol=1e-12, err_msg=k)
+    assert got["c"].shape == (2,) and got["x"].shape == (2, 2)

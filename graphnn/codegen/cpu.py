@@ -298,7 +298,7 @@ class CPUPrinter(KernelPrinter):
         meta["calls"] = calls
         source = ProgramSource(kprog.name, fn_name, list(kernels.values()), lines, constants, meta, first_use,
                                call_notes=call_notes)
-        if kprog.name == "step" and "loss" in meta["outputs"]:
+        if kprog.name == "step" and meta["outputs"].get("loss", ("feed",))[0] != "feed":
             source.loop = self.training_loop(kprog, source, views, [b for b in body if b.strip()
                                                                     and not b.strip().startswith("#")],
                                              [h for h, _ in hyper_order])

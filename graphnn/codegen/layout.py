@@ -68,8 +68,11 @@ def program_meta(kprog, slots, work):
     outs = {}
     for name, buf in kprog.outputs.items():
         s = slots.get(buf)
-        if s is None:  # a constant output
-            outs[name] = ("const", float(np.asarray(kprog.buffers[buf].value)), None, ())
+        b = kprog.buffers[buf]
+        if s is None and b.role == "feed":    # an input returned as it is fed
+            outs[name] = ("feed", b.node.name, None, b.shape)
+        elif s is None:                       # a constant: its value, nested lists
+            outs[name] = ("const", np.asarray(b.value, dtype=np.float64).tolist(), None, b.shape)
         else:
             outs[name] = (s.array, s.offset, s.size, s.shape)
     feed_bufs = {b.name: b.node.name for b in kprog.buffers.values() if b.role == "feed"}

@@ -44,7 +44,10 @@ def program_signature(program):
         # (a redeclared op with the same name must not find the old compiled program)
         body = str(n.op.node_body(n)) if n.kind == "op" and n.op.kind == "index" else None
         rows.append((n.key, label, body))
-    return (rows, sorted(program.outputs), sorted(program.updates))
+    # which node each output and update is: two graphs of the same nodes may name them differently
+    position = {id(n): k for k, n in enumerate(program.nodes)}
+    return (rows, sorted((k, position[id(n)]) for k, n in program.outputs.items()),
+            sorted((k, position[id(n)]) for k, n in program.updates.items()))
 
 
 def slot_name(param, slot):

@@ -522,7 +522,9 @@ class CPUBackend:
         hyper_names = {hyper_name(h): h for h in model.optimizer.hyper}
         slots = [(k, hyper_names[h]) for k, h in plan.hyper if h in hyper_names]
         t_slot = next((k for k, h in plan.hyper if h == hyper_name("t")), None)
-        loss = next(view for name, view, _ in plan.outputs if name == "loss")
+        loss, kind = next((view, full) for name, view, full in plan.outputs if name == "loss")
+        if kind == "feed":        # a loss that is an input: nothing compiled computes it
+            return None
         build, bound, params, state, hyper = plan.build, plan.bound, self.params_flat, self.state_flat, self.hyper
         work, dtype, optimizer_hyper = bound.work, model.dtype, model.optimizer.hyper
 
@@ -623,6 +625,9 @@ class _Plan:
             if array == "const":
                 self.outputs.append((oname, np.asarray(offset, dtype=bound.work.dtype), None))
                 continue
+            if array == "feed":               # an input returned as fed: ``offset`` names it
+                self.outputs.append((oname, offset, "feed"))
+                continue
             start = offset[0] + offset[1] * bound.batch
             stop = start + size[0] + size[1] * bound.batch
             full = tuple(bound.batch if d is None else d for d in shape)
@@ -654,7 +659,8 @@ class _Plan:
                 build.compile_driver(background=True)
         else:
             self.bound(*args)
-        return {oname: (view.copy() if full is not None else view) for oname, view, full in self.outputs}
+        return {oname: (np.array(feeds[view]) if full == "feed" else view.copy() if full is not None else view)
+                for oname, view, full in self.outputs}
 
 
 def _driver_pays(times, calls):

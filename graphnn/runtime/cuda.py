@@ -161,6 +161,11 @@ class CUDABackend:
             if array == "const":
                 out[oname] = np.asarray(offset, dtype=self.model.dtype)
                 continue
+            if array == "feed":           # an input returned as fed
+                value = feeds[offset]
+                out[oname] = (value.copy_to_host() if hasattr(value, "copy_to_host")
+                              else np.array(value, dtype=self.model.dtype))
+                continue
             start = offset[0] + offset[1] * batch
             stop = start + size[0] + size[1] * batch
             full = tuple(batch if d is None else d for d in shape)
