@@ -2,6 +2,7 @@
 import numpy as np
 
 from .derive import derive
+from .derive.autodiff import check_loss
 from .errors import ArgumentError
 from .reference import evaluate
 
@@ -47,7 +48,7 @@ def check_grad(loss, feeds, wrt=None, params=None, eps=1e-6, tolerance=1e-6, see
     True
     """
     rng = np.random.default_rng(seed)
-    backward = derive(loss)
+    backward = derive(check_loss(loss, "check_grad"))
     # ``params`` overrides some or all of the parameters' own values, as in evaluate();
     # a merged graph's parameters may come from several graphs
     own = {n.name: n.graph.values[n.name] for n in backward.forward if n.kind == "parameter"}

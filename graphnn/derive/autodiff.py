@@ -9,8 +9,8 @@ draws them.
 """
 import sympy as sp
 
-from ..errors import ShapeError
-from ..graph.node import Node, format_shape
+from ..errors import ArgumentError, ShapeError
+from ..graph.node import Node, check_node, describe, format_shape
 from ..graph.traverse import topological
 from ..ops.registry import ElementwiseOp, IndexOp
 from ..ops import index_ops
@@ -116,6 +116,15 @@ def _accumulate(node, contributions, graph):
     return _delta_node(op, contributions, node.shape, node, f"delta[{node.name}]", graph)
 
 
+def check_loss(loss, what):
+    """``loss`` must be a scalar graph node (an ArgumentError or ShapeError naming ``what``)."""
+    check_node(loss, what, "loss")
+    if loss.shape != ():
+        raise ShapeError(f"{what}: loss {loss.name!r} has shape {format_shape(loss.shape)}; "
+                         f"reduce it to a scalar first (gn.mean or gn.sum)")
+    return loss
+
+
 def derive(loss, wrt=None, recompute=False):
     """Build the backward graph of a scalar ``loss``.
 
@@ -131,9 +140,13 @@ def derive(loss, wrt=None, recompute=False):
     >>> back.delta(x).op.name
     'vjp_tanh_x'
     """
-    if loss.shape != ():
-        raise ShapeError(f"derive: loss {loss.name!r} has shape {format_shape(loss.shape)}; "
-                         f"reduce it to a scalar first (gn.mean or gn.sum)")
+    check_loss(loss, "derive")
+    if wrt is not None:
+        if isinstance(wrt, (Node, str)) or not hasattr(wrt, "__iter__"):
+            raise ArgumentError(f"derive: wrt={describe(wrt)} must be a list of nodes (or None)")
+        wrt = list(wrt)
+        for position, node in enumerate(wrt):
+            check_node(node, "derive", f"wrt[{position}]")
     graph = loss.graph
     _names_in_use.clear()
     forward = topological([loss])

@@ -88,10 +88,12 @@ BY_NAME = {
 }
 
 
-def resolve(init):
-    """Accept an initializer callable or its name."""
+def resolve(init, what=None):
+    """Accept an initializer callable or its name; ``what`` (the parameter) prefixes an error."""
     if callable(init):
         return init
-    if init in BY_NAME:
+    if isinstance(init, str) and init in BY_NAME:
         return BY_NAME[init]()
-    raise ArgumentError(f"unknown initializer {init!r}; use one of {sorted(BY_NAME)} or a callable")
+    where = f"{what}: " if what else ""
+    raise ArgumentError(f"{where}unknown initializer {init!r} ({type(init).__name__}); use one of "
+                        f"{sorted(BY_NAME)} or a callable init(rng, shape)")

@@ -10,13 +10,63 @@ values and remembers inputs, parameters and named outputs.
 """
 import contextlib
 import hashlib
+import math
+import re
 
 import numpy as np
 
-from ..errors import DtypeError, GraphnnError, ShapeError
+from ..errors import ArgumentError, DtypeError, GraphnnError, ShapeError
 from . import init as initializers
 
 FLOAT_DTYPES = ("float32", "float64")
+MAX_DIM = 2 ** 31 - 1    # one axis of a shape (index arithmetic in kernels is 32-bit)
+MAX_SEED = 2 ** 31 - 1   # a graph's seed is below this (graphnn.io loads the same range)
+
+
+def short_repr(value, limit=80):
+    """``repr(value)`` on one line, cut at ``limit`` characters."""
+    text = re.sub(r"\n\s*", " ", repr(value))    # arrays print on several lines
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def describe(value):
+    """A value and its type for a message: ``1.5 (float)``."""
+    return f"{short_repr(value)} ({type(value).__name__})"
+
+
+def is_int(value):
+    """A Python or NumPy integer, not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def is_finite_real(value):
+    """An int (not a bool) or a float that is finite."""
+    if not (is_int(value) or isinstance(value, (float, np.floating))):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:    # an int beyond float64
+        return False
+
+
+def check_name(name, what, empty=False):
+    """``name`` if it is a string, else an :class:`ArgumentError` naming ``what``. Any text is a
+    name (quotes, newlines, NUL, non-ASCII); the empty string only where ``empty`` says so (it
+    stands for a default name there): an input, parameter or output needs a name to be fed,
+    found and saved by."""
+    if not isinstance(name, str):
+        raise ArgumentError(f"{what}: name {describe(name)} is not a string; names are text, e.g. 'x'")
+    if not name and not empty:
+        raise ArgumentError(f"{what}: the name is empty; give it a name, e.g. 'x'")
+    return name
+
+
+def check_node(value, what, arg="input"):
+    """``value`` if it is a graph node, else an :class:`ArgumentError` naming ``what`` and ``arg``."""
+    if not isinstance(value, Node):
+        raise ArgumentError(f"{what}: {arg} {describe(value)} is not a graph node; build one with a "
+                            f"graph (g.input, g.parameter, g.constant) or an op")
+    return value
 
 
 class Node:
@@ -24,6 +74,10 @@ class Node:
 
     __slots__ = ("kind", "op", "inputs", "attrs", "shape", "dtype", "name",
                  "graph", "scope", "role", "_key", "__weakref__")
+
+    # ``array * node`` must build one op node: NumPy gives way to the reflected operators
+    # below instead of making an object array of one node per element
+    __array_ufunc__ = None
 
     def __init__(self, kind, op, inputs, attrs, shape, dtype, name, graph,
                  scope="", role="forward"):
@@ -142,6 +196,9 @@ class Node:
     def __matmul__(self, other):
         return self._ops().matmul(self, other)
 
+    def __rmatmul__(self, other):
+        return self._ops().matmul(other, self)
+
     # nodes are identities in a DAG; keep hashing by object
     __hash__ = object.__hash__
 
@@ -154,23 +211,50 @@ def format_shape(shape):
 
 
 def normalize_shape(shape, what):
+    if not isinstance(shape, (tuple, list)):
+        hint = f"; write ({shape},) for one axis" if is_int(shape) else ""
+        raise ShapeError(f"{what}: shape {describe(shape)} is not a tuple of dimensions{hint}")
     shape = tuple(shape)
     for axis, d in enumerate(shape):
         if d is None and axis == 0:
             continue
-        if d is None or not isinstance(d, (int, np.integer)) or d < 1:
-            raise ShapeError(f"{what}: shape {shape} is invalid; use positive ints, "
-                             f"and None only for the batch axis 0")
+        if not is_int(d) or not 1 <= d <= MAX_DIM:
+            raise ShapeError(f"{what}: shape {short_repr(shape)} is invalid (axis {axis} is "
+                             f"{describe(d)}); use positive ints up to 2**31 - 1, and None only "
+                             f"for the batch axis 0")
     return tuple(None if d is None else int(d) for d in shape)
 
 
 def normalize_dtype(dtype, what):
     if dtype is None:
         return None
-    name = np.dtype(dtype).name
+    try:
+        if not isinstance(dtype, (str, type, np.dtype)):
+            raise TypeError
+        name = np.dtype(dtype).name
+    except (TypeError, ValueError):
+        raise DtypeError(f"{what}: dtype {describe(dtype)} is not a NumPy dtype; use 'float32' "
+                         f"or 'float64' (or None for the compile dtype)") from None
     if name not in FLOAT_DTYPES:
         raise DtypeError(f"{what}: dtype {name} is not supported; use float32 or float64")
     return name
+
+
+def real_array(value, what, arg="value"):
+    """``value`` as a float64 array, or an :class:`ArgumentError` naming ``what`` and ``arg``:
+    strings, complex numbers, graph nodes, SymPy symbols and other objects are not real numbers.
+    NaN and infinity are values like any other."""
+    if isinstance(value, Node):
+        raise ArgumentError(f"{what}: {arg} {describe(value)} is a graph node, not a number or an "
+                            f"array; use the node itself")
+    try:
+        kind = np.asarray(value).dtype.kind
+        if kind not in "fiubO":     # strings, bytes, complex, dates
+            raise TypeError
+        return np.array(value, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise ArgumentError(f"{what}: {arg} {describe(value)} is not a real number or a rectangular "
+                            f"array of real numbers") from None
 
 
 def join_dtypes(nodes, what):
@@ -194,9 +278,16 @@ class Graph:
     """
 
     def __init__(self, name="graph", seed=0):
+        if not isinstance(name, str):
+            raise ArgumentError(f"Graph: name {describe(name)} is not a string")
+        if seed is None:    # a fresh seed, kept so that the graph saves and rebuilds the same
+            seed = int(np.random.default_rng().integers(MAX_SEED))
+        if not is_int(seed) or not 0 <= seed < MAX_SEED:
+            raise ArgumentError(f"Graph {name!r}: seed {describe(seed)} must be an integer in "
+                                f"[0, 2**31 - 1), or None for a fresh random seed")
         self.name = name
-        self.seed = seed
-        self.rng = np.random.default_rng(seed)
+        self.seed = int(seed)
+        self.rng = np.random.default_rng(self.seed)
         self.inputs = {}
         self.random_inputs = {}   # role "random": filled by the model (dropout masks, noise)
         self.parameters = {}
@@ -221,11 +312,17 @@ class Graph:
         self._names.add(f"{full}_{n}")
         return f"{full}_{n}"
 
-    def _claim(self, name, what):
+    def _free_name(self, name, what):
+        """The full name for ``name`` in the current scope; it must not be taken yet."""
+        check_name(name, f"graph {self.name!r}: {what}")
         prefix = "/".join(self._scope)
         full = f"{prefix}/{name}" if prefix else name
         if full in self._names:
             raise GraphnnError(f"{what} name {full!r} is already used in graph {self.name!r}")
+        return full
+
+    def _claim(self, name, what):
+        full = self._free_name(name, what)
         self._names.add(full)
         return full
 
@@ -236,7 +333,7 @@ class Graph:
     @contextlib.contextmanager
     def scope(self, name):
         """Group nodes built inside (a layer, a composite op) under ``name``."""
-        self._scope.append(name)
+        self._scope.append(check_name(name, f"graph {self.name!r}: scope", empty=True))
         try:
             yield "/".join(self._scope)
         finally:
@@ -245,6 +342,7 @@ class Graph:
     # -- leaves -------------------------------------------------------------
     def input(self, name, shape, dtype=None):
         """A fed value; ``None`` as the first dimension is the batch axis."""
+        check_name(name, f"graph {self.name!r}: input")
         shape = normalize_shape(shape, f"input {name!r}")
         node = Node("input", None, (), {}, shape, normalize_dtype(dtype, f"input {name!r}"),
                     self._claim(name, "input"), self, self.current_scope)
@@ -256,26 +354,43 @@ class Graph:
         ``eval`` when it predicts. ``distribution``: "bernoulli" (p, scale), "normal"
         (mean, std) or "uniform" (low, high); see :mod:`graphnn.graph.random`."""
         from .random import random_attrs
+        check_name(name, f"graph {self.name!r}: random input")
         shape = normalize_shape(shape, f"random input {name!r}")
+        if not isinstance(distribution, str):
+            raise ArgumentError(f"random input {name!r}: distribution {describe(distribution)} is not "
+                                f"a string; use 'bernoulli', 'normal' or 'uniform'")
+        for key, number in {"eval": eval, **params}.items():
+            if not is_finite_real(number):
+                raise ArgumentError(f"random input {name!r}: {key}={describe(number)} must be a finite "
+                                    f"real number")
+        if params.get("std", 0.0) < 0:
+            raise ArgumentError(f"random input {name!r}: std={params['std']!r} must be >= 0")
         node = Node("input", None, (), random_attrs(distribution, eval, params), shape,
-                    normalize_dtype(dtype, name), self.unique_name(name), self, self.current_scope,
-                    role="random")
+                    normalize_dtype(dtype, f"random input {name!r}"), self.unique_name(name), self,
+                    self.current_scope, role="random")
         self.random_inputs[node.name] = node
         return node
 
     def parameter(self, name, shape, init="normal", value=None, trainable=True, dtype=None):
         """A learned tensor, initialised by ``init(rng, shape)`` or set to ``value``."""
-        shape = normalize_shape(shape, f"parameter {name!r}")
+        full = self._free_name(name, "parameter")   # everything is checked before it is claimed
+        shape = normalize_shape(shape, f"parameter {full!r}")
         if None in shape:
-            raise ShapeError(f"parameter {name!r}: shape {shape} has a batch axis; parameters have fixed shapes")
-        full = self._claim(name, "parameter")
+            raise ShapeError(f"parameter {full!r}: shape {shape} has a batch axis; parameters have fixed shapes")
+        dtype = normalize_dtype(dtype, f"parameter {full!r}")
+        if not isinstance(trainable, (bool, np.bool_)):
+            raise ArgumentError(f"parameter {full!r}: trainable={describe(trainable)} must be True or False")
         if value is None:
-            value = initializers.resolve(init)(self.rng, shape)
-        value = np.array(value, dtype=np.float64)
+            make = initializers.resolve(init, f"parameter {full!r}")
+            source = f"the result of init {getattr(make, '__name__', None) or short_repr(init)}"
+            value = real_array(make(self.rng, shape), f"parameter {full!r}", source)
+        else:
+            source = "value"
+            value = real_array(value, f"parameter {full!r}", source)
         if value.shape != shape:
-            raise ShapeError(f"parameter {full!r}: value has shape {value.shape}, declared {shape}")
-        node = Node("parameter", None, (), {}, shape, normalize_dtype(dtype, f"parameter {full!r}"),
-                    full, self, self.current_scope)
+            raise ShapeError(f"parameter {full!r}: {source} has shape {value.shape}, declared {shape}")
+        self._names.add(full)
+        node = Node("parameter", None, (), {}, shape, dtype, full, self, self.current_scope)
         self.parameters[full] = node
         self.values[full] = value
         self.trainable[full] = bool(trainable)
@@ -283,13 +398,17 @@ class Graph:
 
     def constant(self, value, name=None):
         """A fixed array or scalar baked into the graph."""
-        value = np.array(value, dtype=np.float64)
+        if name is not None:
+            check_name(name, f"graph {self.name!r}: constant", empty=True)
+        value = real_array(value, f"graph {self.name!r}: constant {name or 'const'!r}")
         node = Node("constant", None, (), {"value": value}, value.shape, None,
                     self.unique_name(name or "const"), self, self.current_scope)
         return node
 
     def output(self, name, node):
         """Name ``node`` as an output of this graph (used when it is reused as a layer)."""
+        check_name(name, f"graph {self.name!r}: output")
+        check_node(node, f"graph {self.name!r}: output {name!r}", "value")
         self.outputs[name] = node
         return node
 

@@ -1,11 +1,26 @@
 """Walking the DAG without recursion (deep nets must not hit the recursion limit)."""
-from ..errors import GraphCycleError
+from collections.abc import Mapping
+
+from ..errors import ArgumentError, GraphCycleError, ShapeError
+
+
+def _nodes(outputs, what):
+    """``outputs`` as a list of nodes, or an ArgumentError naming ``what``."""
+    from .node import Node, describe
+    if isinstance(outputs, (Node, str, bytes, Mapping)) or not hasattr(outputs, "__iter__"):
+        hint = "; wrap one node in a list: [node]" if isinstance(outputs, Node) else ""
+        raise ArgumentError(f"{what}: outputs {describe(outputs)} must be a list of graph nodes{hint}")
+    outputs = list(outputs)
+    for position, node in enumerate(outputs):
+        if not isinstance(node, Node):
+            raise ArgumentError(f"{what}: outputs[{position}] is {describe(node)}, not a graph node")
+    return outputs
 
 
 def topological(outputs):
     """Nodes reachable from ``outputs``, each after all of its inputs."""
     order, state = [], {}
-    for root in outputs:
+    for root in _nodes(outputs, "topological"):
         if id(root) in state:
             continue
         stack = [(root, False)]
@@ -49,8 +64,18 @@ def substitute(outputs, mapping):
     network's nodes). A replacement that depends on the node it replaces
     would make the merged graph cyclic and is refused.
     """
-    from .node import Node
+    from .node import Node, describe, format_shape
+    outputs = _nodes(outputs, "substitute")
+    if not isinstance(mapping, Mapping):
+        raise ArgumentError(f"substitute: mapping {describe(mapping)} must be a dict {{old node: new node}}")
     for old, new in mapping.items():
+        for role, node in (("key", old), ("value", new)):
+            if not isinstance(node, Node):
+                raise ArgumentError(f"substitute: mapping {role} {describe(node)} is not a graph node; "
+                                    f"the mapping is {{old node: new node}}")
+        if old.shape != new.shape:
+            raise ShapeError(f"substitute: {old.name!r} has shape {format_shape(old.shape)} and its "
+                             f"replacement {new.name!r} has {format_shape(new.shape)}; they must be equal")
         if depends_on(new, old):
             path = " -> ".join(n.name for n in _path(new, old))
             raise GraphCycleError(

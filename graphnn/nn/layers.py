@@ -1,7 +1,37 @@
 """Layers: functions that add parameters and op nodes to a graph."""
+import inspect
+
+import numpy as np
+
 from .. import ops
 from ..errors import ArgumentError, ShapeError
-from ..graph.node import format_shape
+from ..graph.node import Node, check_name, check_node, describe, format_shape, is_finite_real, is_int
+from ..ops.registry import OpBase
+
+
+def positive_int(value, what, arg):
+    """``value`` as an int if it is a positive integer (not a bool), else an ArgumentError."""
+    if not is_int(value) or value < 1:
+        raise ArgumentError(f"{what}: {arg}={describe(value)} must be a positive int")
+    return int(value)
+
+
+def check_flag(value, what, arg):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ArgumentError(f"{what}: {arg}={describe(value)} must be True or False")
+    return bool(value)
+
+
+def check_stddev(value, what, arg="weight_noise"):
+    """A finite real number >= 0 (0 = off)."""
+    if not is_finite_real(value) or value < 0:
+        raise ArgumentError(f"{what}: {arg}={describe(value)} must be a finite number >= 0")
+    return value
+
+
+def short(value):
+    """A string as its repr, anything else with its type too."""
+    return repr(value) if isinstance(value, str) else describe(value)
 
 
 def activation_op(activation):
@@ -10,9 +40,24 @@ def activation_op(activation):
         return None
     if callable(activation):
         return activation
-    if activation in ops.REGISTRY and activation in ops.ACTIVATIONS:
+    if isinstance(activation, str) and activation in ops.REGISTRY and activation in ops.ACTIVATIONS:
         return ops.REGISTRY[activation]
-    raise ArgumentError(f"unknown activation {activation!r}; use one of {list(ops.ACTIVATIONS)} or an op")
+    raise ArgumentError(f"unknown activation {short(activation)}; use one of {list(ops.ACTIVATIONS)} "
+                        f"or an op")
+
+
+def apply_activation(act, z, name, what):
+    """``act(z)``, passing ``name`` when ``act`` takes one; the result must be a node."""
+    try:
+        params = inspect.signature(act).parameters.values()
+        takes_name = any(p.name == "name" or p.kind is p.VAR_KEYWORD for p in params)
+    except (TypeError, ValueError):   # no signature to read (a builtin)
+        takes_name = False
+    takes_name = takes_name or isinstance(act, OpBase)   # an op's signature shows its body's arguments
+    out = act(z, name=name) if takes_name else act(z)
+    if not isinstance(out, Node):
+        raise ArgumentError(f"{what}: activation {short(act)} returned {describe(out)}, not a graph node")
+    return out
 
 
 def dense(x, units, activation=None, name="dense", init="glorot_uniform", bias_init="zeros",
@@ -28,6 +73,13 @@ def dense(x, units, activation=None, name="dense", init="glorot_uniform", bias_i
     >>> g.num_parameters, h.shape
     (16, (None, 4))
     """
+    name = "dense" if name is None else check_name(name, "dense", empty=True) or "dense"
+    what = f"dense {name!r}"
+    check_node(x, what, "input x")
+    units = positive_int(units, what, "units")
+    use_bias = check_flag(use_bias, what, "use_bias")
+    weight_noise = check_stddev(weight_noise, what)
+    act = activation_op(activation)
     if len(x.shape) != 2:
         raise ShapeError(f"dense {name!r}: input {x.name!r} has shape {format_shape(x.shape)}; "
                          f"dense takes (batch, features) -- flatten it first")
@@ -43,5 +95,4 @@ def dense(x, units, activation=None, name="dense", init="glorot_uniform", bias_i
             z = ops.linear(x, W, b, name="z")
         else:
             z = ops.matmul(x, W, name="z")
-        act = activation_op(activation)
-        return act(z, name=getattr(act, "name", "act")) if act is not None else z
+        return apply_activation(act, z, getattr(act, "name", "act"), what) if act is not None else z

@@ -16,9 +16,9 @@ after the layer (renderers draw a scope as one box). After the call,
 import numpy as np
 
 from .. import ops
-from ..errors import ShapeError
-from ..graph.node import Graph, format_shape
-from .layers import activation_op, dense
+from ..errors import ArgumentError, ShapeError
+from ..graph.node import Graph, Node, check_name, check_node, describe, format_shape, is_int
+from .layers import activation_op, apply_activation, check_flag, check_stddev, dense, positive_int
 from .regularize import dropout, gaussian_noise, weight_noise
 
 
@@ -28,11 +28,19 @@ class Layer:
     default_name = "layer"
 
     def __init__(self, name=None):
+        if name is not None:
+            check_name(name, type(self).__name__, empty=True)
         self.name = name or self.default_name
         self.params = {}
         self.output = None
 
+    @property
+    def what(self):
+        """How messages name this layer: ``Dense 'hidden'``."""
+        return f"{type(self).__name__} {self.name!r}"
+
     def __call__(self, x):
+        check_node(x, self.what, "input x")
         self.output = self.build(x)
         return self.output
 
@@ -54,6 +62,10 @@ class Dense(Layer):
     def __init__(self, units, activation=None, init="glorot_uniform", bias_init="zeros",
                  use_bias=True, weight_noise=0.0, name=None):
         super().__init__(name)
+        units = positive_int(units, self.what, "units")
+        use_bias = check_flag(use_bias, self.what, "use_bias")
+        weight_noise = check_stddev(weight_noise, self.what)
+        activation_op(activation)   # an unknown name fails here, not when the layer is built
         self.units, self.activation, self.init, self.bias_init = units, activation, init, bias_init
         self.use_bias, self.weight_noise = use_bias, weight_noise
 
@@ -65,14 +77,25 @@ class Dense(Layer):
         return out
 
 
-def _padding(padding, kernel):
+def _kernel(value, what):
+    """A positive int or a pair of them -> (rows, columns)."""
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(is_int(v) and v >= 1 for v in value):
+        return (int(value[0]), int(value[1]))
+    if is_int(value) and value >= 1:
+        return (int(value), int(value))
+    raise ArgumentError(f"{what}: kernel_size={describe(value)} must be a positive int or a pair of them")
+
+
+def _padding(padding, kernel, what="Conv2D"):
+    if not isinstance(padding, str):
+        return padding           # an int or a pair: the conv2d op checks it
     if padding == "valid":
         return 0
     if padding == "same":
         if kernel[0] % 2 == 0 or kernel[1] % 2 == 0:
-            raise ShapeError(f"padding='same' needs an odd kernel size, got {kernel}")
+            raise ShapeError(f"{what}: padding='same' needs an odd kernel size, got {kernel}")
         return ((kernel[0] - 1) // 2, (kernel[1] - 1) // 2)
-    return padding
+    raise ArgumentError(f"{what}: padding={padding!r} must be 'valid', 'same', an int or a pair of ints")
 
 
 class Conv2D(Layer):
@@ -85,11 +108,13 @@ class Conv2D(Layer):
     def __init__(self, filters, kernel_size, stride=1, padding=0, activation=None,
                  init="glorot_uniform", bias_init="zeros", use_bias=True, weight_noise=0.0, name=None):
         super().__init__(name)
-        self.filters = filters
-        self.kernel = ops.conv.pair(kernel_size, "kernel_size")
-        self.stride, self.padding = stride, _padding(padding, self.kernel)
+        self.filters = positive_int(filters, self.what, "filters")
+        self.kernel = _kernel(kernel_size, self.what)
+        self.stride, self.padding = stride, _padding(padding, self.kernel, self.what)
+        activation_op(activation)
         self.activation, self.init, self.bias_init = activation, init, bias_init
-        self.use_bias, self.weight_noise = use_bias, weight_noise
+        self.use_bias = check_flag(use_bias, self.what, "use_bias")
+        self.weight_noise = check_stddev(weight_noise, self.what)
 
     def build(self, x):
         if len(x.shape) != 4:
@@ -107,7 +132,7 @@ class Conv2D(Layer):
                 K = weight_noise(K, self.weight_noise)
             z = ops.conv2d(x, K, b, stride=self.stride, padding=self.padding, name="z")
             act = activation_op(self.activation)
-            return act(z, name=getattr(act, "name", "act")) if act is not None else z
+            return apply_activation(act, z, getattr(act, "name", "act"), self.what) if act is not None else z
 
 
 class MaxPool2D(Layer):
@@ -177,7 +202,7 @@ class Activation(Layer):
         self.activation = activation_op(activation)
 
     def build(self, x):
-        return self.activation(x, name=self.name)
+        return apply_activation(self.activation, x, self.name, self.what)
 
 
 class Sequential(Layer):
@@ -191,9 +216,16 @@ class Sequential(Layer):
     def __init__(self, layers=(), name=None):
         super().__init__(name)
         self.named = name is not None
-        self.layers = list(layers)
+        if isinstance(layers, (str, bytes, Node)) or not hasattr(layers, "__iter__"):
+            raise ArgumentError(f"{self.what}: layers={describe(layers)} must be a list of layers")
+        self.layers = []
+        for layer in layers:
+            self.add(layer)
 
     def add(self, layer):
+        if not callable(layer):
+            raise ArgumentError(f"{self.what}: layer {len(self.layers)} is {describe(layer)}; a layer "
+                                f"is a Layer object or a callable node -> node")
         self.layers.append(layer)
         return self
 
@@ -204,8 +236,11 @@ class Sequential(Layer):
             return self._apply(x)
 
     def _apply(self, x):
-        for layer in self.layers:
+        for position, layer in enumerate(self.layers):
             x = layer(x)
+            if not isinstance(x, Node):
+                raise ArgumentError(f"{self.what}: layer {position} ({layer!r}) returned {describe(x)}, "
+                                    f"not a graph node")
         return x
 
     @property

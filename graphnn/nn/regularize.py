@@ -15,7 +15,15 @@ compiled code. The norm penalties :func:`graphnn.l2_penalty` and
 array([[1., 1., 1., 1.]])
 """
 from .. import ops
-from ..errors import GraphnnError
+from ..errors import ArgumentError, GraphnnError
+from ..graph.node import check_name, check_node, describe, is_finite_real
+from .layers import check_stddev
+
+
+def _check(x, name, what):
+    """``x`` must be a graph node and ``name`` a string."""
+    check_name(name, what, empty=True)
+    check_node(x, f"{what} {name!r}", "input x")
 
 
 def _scope(node, name):
@@ -29,8 +37,9 @@ def dropout(x, rate=0.5, name="dropout"):
 
     The mask is a random input ``<name>/mask`` with values in {0, 1/(1 - rate)}.
     """
-    if not 0.0 <= rate < 1.0:
-        raise GraphnnError(f"dropout {name!r}: rate must be in [0, 1), got {rate}")
+    _check(x, name, "dropout")
+    if not is_finite_real(rate) or not 0.0 <= rate < 1.0:
+        raise ArgumentError(f"dropout {name!r}: rate must be in [0, 1), got {describe(rate)}")
     if rate == 0.0:
         return x
     keep = 1.0 - rate
@@ -41,8 +50,8 @@ def dropout(x, rate=0.5, name="dropout"):
 
 def _additive_noise(x, stddev, name, what):
     """``x + e``, e ~ N(0, stddev^2) of x's shape: a random input drawn each training step, 0 in evaluation."""
-    if stddev < 0:
-        raise GraphnnError(f"{what} {name!r}: stddev must be >= 0, got {stddev}")
+    _check(x, name, what)
+    check_stddev(stddev, f"{what} {name!r}", "stddev")
     if stddev == 0:
         return x
     with _scope(x, name):

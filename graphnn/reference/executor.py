@@ -13,7 +13,7 @@ import sympy as sp
 from sympy.printing.numpy import SciPyPrinter
 
 from ..errors import FeedError
-from ..graph.node import format_shape
+from ..graph.node import Node, format_shape
 from ..graph.random import fill, is_random
 from ..graph.traverse import topological
 from ..ops.index_body import BATCH_SIZE, access_indices, access_name, accesses
@@ -127,6 +127,12 @@ def check_feeds(nodes, feeds):
     for graph in graphs.values():
         inputs.update(graph.inputs)
     inputs.update(needed)
+    not_names = sorted((k for k in feeds if not isinstance(k, str)), key=repr)
+    if not_names:
+        node = next((k for k in not_names if isinstance(k, Node)), None)
+        hint = f" (feed a node by its name: {node.name!r})" if node is not None else ""
+        raise FeedError(f"feed key(s) {not_names} are not strings{hint}: feeds are {{input name: array}}; "
+                        f"this computation takes {sorted(needed)}")
     unknown = sorted(set(feeds) - set(inputs))
     if unknown:
         raise FeedError(f"unknown feed(s) {unknown}: no input has that name; "
