@@ -40,7 +40,7 @@ import numpy as np
 
 from .errors import ArgumentError, FileFormatError, GraphnnError
 from .graph.node import FLOAT_DTYPES, Graph, Node, join_dtypes
-from .graph.traverse import topological
+from .graph.traverse import check_one_graph, topological
 from .version import __version__
 
 FORMAT = "graphnn-model"
@@ -118,6 +118,7 @@ def graph_spec(graph, outputs=None, loss=None):
     if loss is not None:
         roots.append(loss)
     nodes = topological(roots)
+    check_one_graph(nodes, graph, f"save of graph {graph.name!r}")
     ids = {id(n): k for k, n in enumerate(nodes)}
     return {
         "graph": {"name": graph.name, "seed": graph.seed},
@@ -225,6 +226,10 @@ def _build_op(entry, where, graph, nodes, shape, common):
     missing = sorted(set(op.attr_defaults) - set(attrs))
     if missing:
         raise FileFormatError(f"{where}: attribute(s) {missing} of op {op.name!r} are missing")
+    unknown = sorted(set(attrs) - set(op.attr_defaults))
+    if unknown:
+        raise FileFormatError(f"{where}: op {op.name!r} has no attribute(s) {unknown}; it takes "
+                              f"{sorted(op.attr_defaults) or 'none'}")
     own = {k: attrs[k] for k in op.attr_defaults}
     if isinstance(op, ElementwiseOp):
         for k, v in own.items():
@@ -377,7 +382,14 @@ def graph_from_spec(spec, values, source="the graph description"):
 # the new pair. The next save to the path removes what a killed save left behind.
 
 def _paths(path):
+    if not isinstance(path, (str, os.PathLike)):
+        raise ArgumentError(f"the path of a saved model is a str or a path, not {_show(path)}")
     path = os.fspath(path)
+    if isinstance(path, bytes):
+        raise ArgumentError(f"the path of a saved model is a str or a path, not {_show(path)}")
+    if not os.path.basename(path):
+        raise ArgumentError(f"{path!r} is a folder; a model is saved as <path>.json and <path>.npz: "
+                            f"give a file name, e.g. {os.path.join(path, 'model')!r}")
     for suffix in (".json", ".npz"):
         if path.endswith(suffix):
             path = path[: -len(suffix)]
@@ -489,11 +501,15 @@ def save(obj, path, loss=None, outputs=None):
     this one (the steps are described above ``_paths`` in ``graphnn/io.py``).
     """
     json_path, npz_path = map(os.path.abspath, _paths(path))
+    for target in (json_path, npz_path):
+        if os.path.isdir(target):
+            raise ArgumentError(f"save: {target!r} is a folder; remove it or save under another name")
     graph, outputs, loss, values, section, extra = _model_parts(obj, loss, outputs)
     spec = graph_spec(graph, outputs, loss)
     arrays = {f"param/{k}": np.asarray(v, dtype=np.float64) for k, v in values.items()
               if k in graph.parameters}
     arrays.update(extra)
+    arrays, renamed = _zip_safe(arrays)
     buffer = _io.BytesIO()
     np.savez(buffer, **arrays)
     blob = buffer.getvalue()
@@ -501,7 +517,8 @@ def save(obj, path, loss=None, outputs=None):
     document = {
         "format": FORMAT, "version": FORMAT_VERSION, "graphnn_version": __version__,
         **spec,
-        "arrays": {"file": os.path.basename(npz_path), "sha256": sha},
+        "arrays": {"file": os.path.basename(npz_path), "sha256": sha,
+                   **({"renamed": renamed} if renamed else {})},
         "model": section,
     }
     text = _dumps(document)
@@ -530,6 +547,8 @@ def _read_document(json_path):
             document = json.loads(f.read().decode("utf-8"))
     except FileNotFoundError:
         raise
+    except IsADirectoryError:
+        raise FileFormatError(f"{json_path} is a folder, not a saved model") from None
     except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise FileFormatError(f"{json_path} is not a valid graphnn file (corrupted or truncated JSON: "
                               f"{error})") from None
@@ -544,6 +563,27 @@ def _read_document(json_path):
             f"(graphnn {_show(document.get('graphnn_version', '?'))}); this graphnn ({__version__}) "
             f"reads versions up to {FORMAT_VERSION}. Upgrade graphnn to load it.")
     return document
+
+
+def _zip_safe(arrays):
+    """Arrays keyed by names a zip file keeps as they are, and {stored key: name} for the rest.
+
+    Parameter names are user text; in a zip entry a NUL ends the name and a lone surrogate
+    cannot be encoded, so such an array is stored as ``param/#<n>`` (or ``state/#<n>``) and
+    the JSON's ``arrays.renamed`` maps it back."""
+    safe, renamed = {}, {}
+    for k, v in arrays.items():
+        try:
+            k.encode("utf-8")
+            ok = "\x00" not in k
+        except UnicodeEncodeError:
+            ok = False
+        if ok and not k.split("/", 1)[-1].startswith("#"):
+            safe[k] = v
+        else:
+            stored = f"{k.split('/', 1)[0]}/#{len(renamed)}"
+            safe[stored], renamed[stored] = v, k
+    return safe, renamed
 
 
 def _read_arrays(document, json_path, npz_path):
@@ -572,6 +612,14 @@ def _read_arrays(document, json_path, npz_path):
             arrays = {k: np.asarray(data[k]) for k in data.files}
     except Exception as error:   # numpy parsing bytes: BadZipFile, ValueError, EOFError, MemoryError...
         raise FileFormatError(f"{npz_path} cannot be read ({type(error).__name__}: {error})") from None
+    renamed = _get(info, "renamed", f"{json_path}: arrays",
+                   lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in (*v, *v.values())),
+                   "an object of strings", {})
+    for stored, name in renamed.items():
+        if stored not in arrays or name in arrays or stored.split("/", 1)[0] != name.split("/", 1)[0]:
+            raise FileFormatError(f"{json_path}: arrays.renamed maps {stored!r} to {name!r}, which does not "
+                                  f"fit the arrays file")
+        arrays[name] = arrays.pop(stored)
     for k, v in arrays.items():
         if not k.startswith(("param/", "state/")):
             raise FileFormatError(f"{npz_path}: array {k!r} is not a parameter (param/...) or "

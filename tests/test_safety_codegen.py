@@ -323,3 +323,32 @@ def test_inputs_and_constant_arrays_can_be_outputs(target):
     for k in expect:
         np.testing.assert_allclose(got[k], expect[k], rtol=1e-12, err_msg=k)
     assert got["c"].shape == (2,) and got["x"].shape == (2, 2)
+
+
+def test_node_names_are_text_in_pictures():
+    """The graphviz library passes a value that looks like <...> unquoted, as an HTML label:
+    a node name could add nodes to the picture; NUL and <b> made the renderer fail."""
+    g = gn.Graph("<g>")
+    x = g.input("x", (None, 2))
+    t = gn.tanh(x, name='<x>]; evil [label="INJECTED" shape=box]; n1 [tooltip=<y>')
+    u = gn.sigmoid(t, name="x\x00y\nz")
+    v = gn.relu(u, name="<b>bold</b>")
+    picture = gn.render(v)
+    svg = picture.svg()
+    assert "<title>evil</title>" not in svg and "<b>bold</b>" not in svg
+    assert "&lt;b&gt;bold&lt;/b&gt;" in svg                       # shown as text
+    assert "x\\x00y\\nz" in svg                                     # control characters as escapes
+    assert svg.count("<g id=\"node") == 4                           # x and three ops, nothing injected
+
+
+def test_nodes_of_another_graph_cannot_be_outputs_or_saved(tmp_path):
+    g1, g2 = gn.Graph("first", seed=1), gn.Graph("second", seed=2)
+    h1 = gn.dense(g1.input("x", (None, 2)), 1, name="d")
+    h2 = gn.dense(g2.input("x", (None, 2)), 1, name="d")
+    with pytest.raises(gn.GraphMixError, match="'second'.*'first'"):
+        g1.output("o", h2)
+    with pytest.raises(gn.ArgumentError, match="two different output nodes are named 'd/z'"):
+        gn.evaluate([h1, h2], {"x": np.ones((1, 2))})   # one of the two values was dropped
+    with pytest.raises(gn.GraphMixError, match="save"):
+        gn.save(g1, tmp_path / "mix", loss=gn.mean(h2))
+    assert not list(tmp_path.iterdir())

@@ -5,6 +5,7 @@ The lecture's 1-2-1 net throughout; compiled CPU models are made once per module
 between tests (their compile takes seconds).
 """
 import copy
+import os
 import signal
 import sys
 
@@ -405,3 +406,35 @@ def test_a_negative_learning_rate_ascends_and_a_new_hyper_dict_takes_effect(targ
     model.step(batch)
     for k in before:
         np.testing.assert_allclose(model.get_params()[k], before[k] + 0.25 * grads[k], rtol=1e-12, atol=1e-15)
+
+
+def _regression(target="reference"):
+    net = gn.lecture.regression_net()
+    return net, gn.compile(net.graph, net.loss, target=target)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda net, m, p: gn.compile(net.graph, net.loss, optimizer="adam"), "optimizer must be"),
+    (lambda net, m, p: gn.compile(net.graph, net.loss, cache_dir=3), "cache_dir must be"),
+    (lambda net, m, p: gn.compile(net.graph, net.loss, bogus=1), r"no option\(s\) \['bogus'\]"),
+    (lambda net, m, p: gn.compile(net.graph, net.loss, target="reference", parallel=True), "no option"),
+    (lambda net, m, p: gn.compile(net.graph, net.loss, dtype="abc"), "dtype must be"),
+    (lambda net, m, p: gn.save(m, None), "str or a path"),
+    (lambda net, m, p: gn.load(3), "str or a path"),
+    (lambda net, m, p: gn.save(m, str(p) + os.sep), "is a folder"),
+    (lambda net, m, p: m.fit({"x": np.zeros((4, 1)), "y": np.zeros((4, 1))}, shuffle="no"), "shuffle"),
+])
+def test_raw_errors_from_arguments_are_graphnn_errors(tmp_path, call, match):
+    net, model = _regression()
+    with pytest.raises(gn.ArgumentError, match=match):
+        call(net, model, tmp_path)
+
+
+def test_a_folder_in_the_way_of_a_save_or_a_load(tmp_path):
+    _, model = _regression()
+    (tmp_path / "m.json").mkdir()
+    with pytest.raises(gn.ArgumentError, match="is a folder"):
+        gn.save(model, tmp_path / "m")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]      # nothing written
+    with pytest.raises(gn.FileFormatError, match="is a folder"):
+        gn.load(tmp_path / "m")

@@ -542,3 +542,33 @@ def test_a_model_trained_on_cuda_saves_its_trained_state_and_resumes(tmp_path):
         np.testing.assert_allclose(on_cpu.state[k], cpu.state[k], rtol=1e-10, atol=1e-14)
     expect = cpu.step(feeds)
     np.testing.assert_allclose([on_cpu.step(feeds), on_cuda.step(feeds)], [expect, expect], rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "x\ud800", "#0", "p/#1"])
+def test_any_parameter_name_saves_and_loads(tmp_path, name):
+    """A NUL ends a zip entry's name and a lone surrogate cannot be encoded: such a save used to
+    succeed, replace the previous one, and not load."""
+    g = gn.Graph("names")
+    x = g.input("x", (None, 2))
+    out = g.output("o", gn.dense(x, 1, name=name))
+    model = gn.compile(g, gn.mean(out), target="reference", dtype="float64", optimizer=gn.Adam(lr=0.1))
+    model.step({"x": np.ones((3, 2))})
+    gn.save(model, tmp_path / "m")
+    loaded = gn.load(tmp_path / "m")
+    assert sorted(loaded.params) == sorted(model.params)
+    for k in model.params:
+        np.testing.assert_array_equal(loaded.params[k], model.params[k])
+    for k in model.state:
+        np.testing.assert_array_equal(loaded.state[k], model.state[k])
+
+
+def test_a_file_cannot_give_an_op_attributes_it_does_not_take(tmp_path):
+    g = gn.Graph("attrs")
+    x = g.input("x", (None, 2))
+    g.output("o", gn.tanh(x, name="t"))
+    gn.save(g, tmp_path / "m")
+    document = json.loads((tmp_path / "m.json").read_text())
+    next(n for n in document["nodes"] if n["name"] == "t")["attrs"] = {"alpha": 0.5}
+    (tmp_path / "m.json").write_text(json.dumps(document))
+    with pytest.raises(gn.FileFormatError, match="node 't'.*no attribute.*alpha"):
+        gn.load_graph(tmp_path / "m")

@@ -135,10 +135,10 @@ class Node:
         h.update(repr((self.kind, self.op.node_key(self) if self.op is not None else None,
                        self.shape, self.dtype)).encode())
         for k, v in self.attrs:
-            h.update(k.encode())
+            h.update(k.encode("utf-8", "surrogatepass"))
             h.update(v.tobytes() if isinstance(v, np.ndarray) else repr(v).encode())
         if self.kind in ("input", "parameter"):
-            h.update(self.name.encode())
+            h.update(self.name.encode("utf-8", "surrogatepass"))
         for node in self.inputs:
             h.update(node._key.encode())
         return h.hexdigest()[:32]
@@ -409,6 +409,8 @@ class Graph:
         """Name ``node`` as an output of this graph (used when it is reused as a layer)."""
         check_name(name, f"graph {self.name!r}: output")
         check_node(node, f"graph {self.name!r}: output {name!r}", "value")
+        from .traverse import check_one_graph
+        check_one_graph([node], self, f"graph {self.name!r}: output {name!r}")
         self.outputs[name] = node
         return node
 

@@ -1,7 +1,17 @@
 """Walking the DAG without recursion (deep nets must not hit the recursion limit)."""
 from collections.abc import Mapping
 
-from ..errors import ArgumentError, GraphCycleError, ShapeError
+from ..errors import ArgumentError, GraphCycleError, GraphMixError, ShapeError
+
+
+def check_one_graph(nodes, graph, what):
+    """Every node of ``nodes`` belongs to ``graph``, or a GraphMixError naming both graphs:
+    a node of another graph would read that graph's parameters under this graph's names."""
+    for n in nodes:
+        if n.graph is not graph:
+            raise GraphMixError(f"{what}: node {n.name!r} belongs to graph {n.graph.name!r}, not to graph "
+                                f"{graph.name!r}; build it in one graph, or reuse a network in another "
+                                f"with gn.as_layer")
 
 
 def _nodes(outputs, what):

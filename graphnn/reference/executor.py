@@ -12,10 +12,10 @@ import numpy as np
 import sympy as sp
 from sympy.printing.numpy import SciPyPrinter
 
-from ..errors import FeedError
+from ..errors import ArgumentError, FeedError
 from ..graph.node import Node, format_shape
 from ..graph.random import fill, is_random
-from ..graph.traverse import topological
+from ..graph.traverse import _nodes, topological
 from ..ops.index_body import BATCH_SIZE, access_indices, access_name, accesses
 from ..ops.primitives import PRIMITIVES, Primitive
 
@@ -287,8 +287,16 @@ def evaluate(outputs, feeds, params=None, dtype="float64"):
     >>> gn.evaluate([y], {"x": np.array([[-1.0, 2.0]])})[y.name]
     array([[0., 2.]])
     """
-    outputs = list(outputs)
+    outputs = _nodes(outputs, "evaluate")
     nodes = topological(outputs)
+    # nodes of two graphs may meet here (gn.substitute merges graphs; each parameter is read
+    # from its own graph), but the result is keyed by name: two outputs of one name would be one
+    named = {}
+    for o in outputs:
+        if named.setdefault(o.name, o) is not o:
+            raise ArgumentError(f"evaluate: two different output nodes are named {o.name!r} (of graphs "
+                                f"{named[o.name].graph.name!r} and {o.graph.name!r}); the result is keyed "
+                                f"by name, so evaluate them in two calls")
     arrays, batch = check_feeds(nodes, feeds)
     dtype = np.dtype(dtype)
     values = {}

@@ -196,12 +196,12 @@ class Picture:
     def digraph(self):
         g = graphviz.Digraph(self.name, graph_attr=style.GRAPH,
                              node_attr=style.NODE, edge_attr=style.EDGE)
-        g.attr(label=style.text(self.title))
+        g.attr(**style.quoted({"label": style.text(self.title)}))
         self._cluster_ids = {prefix: k for k, prefix in enumerate(self.layout.members)}
         self._emit(g, "", 0)
         for edge in self.edges:
             tail, head, attrs = self._column_edge(edge) if isinstance(edge, _Column) else edge
-            g.edge(tail, head, **attrs)
+            g.edge(tail, head, **style.quoted(attrs))
         if self.legend:  # last: dot's first ordering starts from the nodes declared first
             self._emit_legend(g)
         return g
@@ -229,7 +229,7 @@ class Picture:
         statements += [(box.id, self._box_attrs(box)) for box in members["boxes"]]
         extra = self.extra.get(prefix, [])
         for node_id, attrs in statements + extra:
-            target.node(node_id, **attrs)
+            target.node(node_id, **style.quoted(attrs))
         for ids in self.ranks.get(prefix, []):
             with target.subgraph() as same:
                 same.attr(rank="same")
@@ -241,6 +241,7 @@ class Picture:
                 attrs["fillcolor"] = style.CLUSTER_FILLS[min(level, len(style.CLUSTER_FILLS) - 1)]
                 if child in self.loss_scopes:
                     attrs.update(style.LOSS_CLUSTER)
-                sub.attr(label=self.cluster_label(child), tooltip=style.text(child), **attrs)
+                sub.attr(**style.quoted({"label": self.cluster_label(child), "tooltip": style.text(child),
+                                         **attrs}))
                 self._emit(sub, child, level + 1)
 

@@ -60,8 +60,18 @@ def magnitude(norm):
 
 
 def text(value):
-    """A string as a DOT label shows it (backslashes would start escapes like \\n)."""
-    return str(value).replace("\\", "\\\\")
+    """A string as a DOT label shows it: control characters written as escapes (a NUL or a
+    newline in a node name), then backslashes doubled (they would start DOT escapes like \\n)."""
+    from ..graph.text import one_line
+    return one_line(value).replace("\\", "\\\\")
+
+
+def quoted(attrs):
+    """``attrs`` with every string value quoted as plain text: the graphviz library would pass a
+    value that looks like ``<...>`` through unquoted, as an HTML-like label, and a node name
+    can look like that (and inject DOT statements)."""
+    import graphviz
+    return {k: graphviz.nohtml(v) if isinstance(v, str) else v for k, v in attrs.items()}
 
 
 def label(title, *details):

@@ -3,9 +3,11 @@
 ``reference`` evaluates with the NumPy executor (the oracle); ``cpu`` runs
 generated Numba code; ``cuda`` generated numba.cuda kernels.
 """
+import inspect
+
 import numpy as np
 
-from ..errors import TargetError
+from ..errors import ArgumentError, TargetError
 from ..reference.executor import evaluate
 
 
@@ -41,11 +43,16 @@ class ReferenceBackend:
 
 def make_backend(target, model, **options):
     if target == "reference":
-        return ReferenceBackend(model, **options)
-    if target == "cpu":
-        from .cpu import CPUBackend
-        return CPUBackend(model, **options)
-    if target == "cuda":
-        from .cuda import CUDABackend
-        return CUDABackend(model, **options)
-    raise TargetError(f"unknown target {target!r}; use 'cpu', 'cuda' or 'reference'")
+        cls = ReferenceBackend
+    elif target == "cpu":
+        from .cpu import CPUBackend as cls
+    elif target == "cuda":
+        from .cuda import CUDABackend as cls
+    else:
+        raise TargetError(f"unknown target {target!r}; use 'cpu', 'cuda' or 'reference'")
+    takes = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "model")]
+    unknown = sorted(set(options) - set(takes))
+    if unknown:
+        raise ArgumentError(f"compile: target {target!r} takes no option(s) {unknown}; its options are "
+                            f"{takes or 'none'} (and seed, wait, dtype, optimizer, outputs)")
+    return cls(model, **options)

@@ -66,6 +66,9 @@ def cache_dir(explicit=None):
 
 
 def _asked(explicit):
+    if explicit is not None and (not isinstance(explicit, (str, os.PathLike)) or isinstance(explicit, bytes)):
+        from ..errors import ArgumentError
+        raise ArgumentError(f"cache_dir must be a folder path (a str or a Path), not {explicit!r}")
     path = explicit or os.environ.get("GRAPHNN_CACHE_DIR") or Path.home() / ".cache" / "graphnn"
     return Path(os.path.abspath(Path(path).expanduser()))
 

@@ -65,11 +65,19 @@ class Model:
 
     def __init__(self, graph_or_loss, loss=None, outputs=None, optimizer=None, target="cpu",
                  dtype="float32", seed=None, **options):
-        from ..train.optimizers import SGD
+        from ..train.optimizers import SGD, Optimizer
         self.graph, self.loss_node, self.output_nodes = _split_graph(graph_or_loss, loss, outputs)
-        self.dtype = np.dtype(dtype)
+        try:
+            self.dtype = np.dtype(dtype)
+        except TypeError:
+            raise ArgumentError(f"compile: dtype must be 'float32' or 'float64', got {dtype!r}") from None
         if self.dtype.name not in ("float32", "float64"):
             raise ArgumentError(f"dtype must be float32 or float64, got {self.dtype.name}")
+        if optimizer is not None and not isinstance(optimizer, Optimizer):
+            raise ArgumentError(f"compile: optimizer must be an optimizer object such as gn.Adam(lr=1e-3) "
+                                f"or gn.SGD(lr=0.1), not {optimizer!r}")
+        if not isinstance(target, str):
+            raise ArgumentError(f"compile: target must be 'cpu', 'cuda' or 'reference', not {target!r}")
         self.target = target
         self.optimizer = optimizer if optimizer is not None or self.loss_node is None else SGD(0.01)
         used = {n.name for n in topological([*self.output_nodes.values()]

@@ -244,6 +244,8 @@ def fit(model, feeds, epochs=10, batch_size=32, shuffle=True, validation_data=No
         check_feeds([node for node in model.programs["gradients"].nodes if node.role != "optimizer"],
                     validation_data)
     _use_optimizer(model, optimizer)
+    if not isinstance(shuffle, (bool, np.bool_)):
+        raise ArgumentError(f"fit: shuffle must be True or False, got {shuffle!r}")
     if batch_size is None or batch_size > n:
         batch_size = n
     named = [metric_functions.resolve(m)[0] for m in metrics]
