@@ -20,7 +20,7 @@ from .errors import (ArgumentError, CacheError, DtypeError, FeedError, FileForma
                      UnknownFunctionError)
 from .graph import Graph, Node, init, substitute, topological
 from .ops import (ACTIVATIONS, BATCH_SIZE, REGISTRY, ClampedLog, ElementwiseOp, IndexMax, IndexOp,
-                  IndexSum, Sigmoid, Softplus, StopGradient, abs_, add, binary_cross_entropy,
+                  IndexSum, Expm1, Sigmoid, Softplus, StopGradient, abs_, add, binary_cross_entropy,
                   binary_cross_entropy_with_logits, celu, div, elementwise, elu, exp, gelu,
                   gelu_tanh, hardswish, identity, index_op, indices, l1_penalty, l2_penalty,
                   leaky_relu, linear, log, log_softmax, matmul, max_, mean, mish, mse, mul, neg,

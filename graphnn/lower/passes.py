@@ -34,7 +34,7 @@ from .pointwise import KEEP_PRODUCTS, Access, plan_node
 # for a lowering that does not say which printer it is for
 RESERVED = {"np", "math", "N", "prange", "njit", "cuda", "params", "state", "work", "hyper",
             "numba", "range", "min", "max", "abs", "sum", "int", "float", "b", "t",
-            "sigmoid", "softplus", "clamped_log", "clamped_reciprocal", "stop_gradient",
+            "sigmoid", "softplus", "expm1", "clamped_log", "clamped_reciprocal", "stop_gradient",
             "fast_tanh", "fast_erf", "fast_exp", "_EXP2", "sa", "sb", "tx", "ty", "tid", "row0", "col0",
             "M", "P", "K", "e", "r", "c", "k0", "kk", "k_lo", "k_hi", "chunk", "split", "THREADS",
             "USE_CUBLAS"}

@@ -9,7 +9,7 @@ from .conv import avg_pool2d, conv2d, flatten, max_pool2d
 from .functions import IndexMax, IndexSum
 from .index_body import BATCH_SIZE, IndexBody, Term, guarded, in_range, indices
 from .index_ops import linear, matmul, max_, mean, sum_, sum_to
-from .primitives import PRIMITIVES, ClampedLog, ClampedReciprocal, Sigmoid, Softplus, StopGradient
+from .primitives import PRIMITIVES, ClampedLog, ClampedReciprocal, Expm1, Sigmoid, Softplus, StopGradient
 from .registry import REGISTRY, AttrKind, ElementwiseOp, IndexOp, Ints, elementwise, index_op
 
 _elementwise_pow = pow

@@ -6,7 +6,7 @@ hardswish'(-3) = -0.5, hardswish'(3) = 1.5).
 """
 import sympy as sp
 
-from .primitives import Sigmoid, Softplus
+from .primitives import Expm1, Sigmoid, Softplus
 from .registry import elementwise
 
 # -- arithmetic -----------------------------------------------------------
@@ -101,7 +101,8 @@ def tanh(x):
 
 @elementwise
 def relu(x):
-    return sp.Piecewise((x, x > 0), (0, True))
+    # x <= 0 tested first: NaN fails every comparison and falls through to x, as in PyTorch
+    return sp.Piecewise((0, x <= 0), (x, True))
 
 
 @elementwise
@@ -111,17 +112,17 @@ def leaky_relu(x, alpha=0.01):
 
 @elementwise
 def elu(x, alpha=1.0):
-    return sp.Piecewise((x, x > 0), (alpha * (sp.exp(x) - 1), True))
+    return sp.Piecewise((alpha * Expm1(x), x <= 0), (x, True))
 
 
 @elementwise
 def celu(x, alpha=1.0):
-    return sp.Piecewise((x, x > 0), (alpha * (sp.exp(x / alpha) - 1), True))
+    return sp.Piecewise((alpha * Expm1(x / alpha), x <= 0), (x, True))
 
 
 @elementwise
 def relu6(x):
-    return sp.Piecewise((0, x <= 0), (x, x < 6), (6, True))
+    return sp.Piecewise((0, x <= 0), (6, x >= 6), (x, True))     # NaN falls through to x
 
 
 @elementwise
