@@ -47,3 +47,31 @@ def test_the_conventions_at_kinks_hold():
         declared = gn.REGISTRY[op]
         d = declared.derivative(0, declared.attr_defaults)
         assert float(d.subs(declared.symbols[0], at)) == expect, (op, at, d)
+
+
+def _derivative(op, xs, target, dtype):
+    """d op / dx at each of ``xs`` (float32 CPU uses the fast-math helpers by default)."""
+    g = gn.Graph(f"slope_{op}")
+    p = g.parameter("p", (len(xs),), init=lambda rng, shape: np.asarray(xs, dtype=np.float64))
+    loss = gn.sum(getattr(gn, op)(p))
+    model = gn.compile(g, loss, target=target, dtype=dtype, optimizer=gn.SGD(lr=0.0))
+    return model.loss_and_gradients({})[1]["p"]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("op, xs, slopes", [
+    ("tanh", [30.0, -30.0, 100.0, 1e4, -1e4], [0.0, 0.0, 0.0, 0.0, 0.0]),
+    ("gelu_tanh", [1e4, 100.0, -100.0, -1e4], [1.0, 1.0, 0.0, 0.0]),
+    ("mish", [30.0, 1e4], [1.0, 1.0]),
+])
+def test_saturated_activations_have_exact_slopes(target, dtype, op, xs, slopes):
+    """fast_tanh stopped at 0.99999976, so 1 - tanh^2 was 4.8e-7 and gelu_tanh' at 1e4 was
+    25519.5 (the residue times x); it now returns exactly +-1 where float32's tanh does."""
+    np.testing.assert_allclose(_derivative(op, xs, target, dtype), slopes, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_gelu_tanh_of_a_large_negative_input_is_zero(target):
+    np.testing.assert_allclose(_forward("gelu_tanh", [-1e4, -100.0], target, "float32"), [0.0, 0.0],
+                               atol=1e-30)
