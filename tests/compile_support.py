@@ -103,6 +103,10 @@ def logit_and_target(rng):
     return [rng.uniform(-6, 6, (BATCH, WIDTH)), rng.uniform(0, 1, (BATCH, WIDTH))]
 
 
+def target_and_log_probability(rng):
+    return [rng.uniform(0, 1, (BATCH, WIDTH)), rng.uniform(-6, -0.01, (BATCH, WIDTH))]
+
+
 @dataclass
 class Row:
     name: str
@@ -159,6 +163,7 @@ ROWS = [
     Row("stop_gradient", gradient_flows=False),
     Row("bce_elementwise", probability_and_target),
     Row("bce_logits_elementwise", logit_and_target),
+    Row("nll_elementwise", target_and_log_probability),
 ]
 GROUP_SIZE = 6      # ~6 ops per generated module: compile time grows faster than linearly with size
 

@@ -75,3 +75,50 @@ def test_saturated_activations_have_exact_slopes(target, dtype, op, xs, slopes):
 def test_gelu_tanh_of_a_large_negative_input_is_zero(target):
     np.testing.assert_allclose(_forward("gelu_tanh", [-1e4, -100.0], target, "float32"), [0.0, 0.0],
                                atol=1e-30)
+
+
+def _loss(build, feeds, target, dtype):
+    g = gn.Graph("loss_extremes")
+    nodes = {k: g.input(k, (None, v.shape[1])) for k, v in feeds.items()}
+    out = build(**nodes)
+    return float(gn.compile(g, outputs={"l": out}, target=target, dtype=dtype).forward(feeds)["l"])
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("dtype, rtol", [("float32", 1e-6), ("float64", 1e-14)])
+@pytest.mark.parametrize("z, y, exact", [
+    (30.0, 1.0, math.log1p(math.exp(-30.0))),   # softplus(z) - z*y cancelled: 9.237e-14
+    (-30.0, 0.0, math.log1p(math.exp(-30.0))),
+    (0.0, 0.5, math.log(2.0)),
+    (math.inf, 0.0, math.inf),                  # was nan
+    (-math.inf, 1.0, math.inf),
+    (math.inf, 1.0, 0.0),                       # PyTorch: nan
+    (-math.inf, 0.0, 0.0),                      # PyTorch: nan
+])
+def test_bce_with_logits_at_the_extremes(target, dtype, rtol, z, y, exact):
+    got = _loss(lambda z, y: gn.bce_with_logits(z, y, reduction="sum"),
+                {"z": np.array([[z]]), "y": np.array([[y]])}, target, dtype)
+    if math.isinf(exact):
+        assert got == exact
+    else:
+        assert got == pytest.approx(exact, rel=rtol, abs=1e-300)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_softmax_cross_entropy_with_a_masked_logit(target):
+    """A -inf logit (a masked class) whose target is 0: 0 * log_softmax(-inf) was NaN."""
+    logits = np.array([[-np.inf, 0.0, 1.0], [1.0, 2.0, -np.inf]])
+    onehot = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    got = _loss(lambda a, b: gn.softmax_cross_entropy(a, b), {"a": logits, "b": onehot}, target, "float64")
+    exact = (math.log1p(math.e) + math.log1p(math.e)) / 2         # log(1+e) each row
+    assert got == pytest.approx(exact, rel=1e-14)
+
+
+def test_the_masked_logit_gets_no_gradient_and_the_others_a_finite_one():
+    g = gn.Graph("masked")
+    logits = g.parameter("logits", (3,), init=lambda rng, shape: np.array([-np.inf, 0.0, 1.0]))
+    target = g.constant(np.array([0.0, 1.0, 0.0]))
+    loss = gn.sum(gn.ops.composite.nll_elementwise(target, gn.log_softmax(logits)))
+    _, grads = gn.loss_and_gradients(loss, {})
+    s = np.exp([0.0, 1.0]) / np.exp([0.0, 1.0]).sum()
+    np.testing.assert_allclose(grads["logits"], [0.0, s[0] - 1.0, s[1]], rtol=1e-14)

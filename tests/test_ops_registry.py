@@ -58,6 +58,10 @@ def logit_and_target(rng):
     return [rng.uniform(-6, 6, BATCH), rng.uniform(0, 1, BATCH)]
 
 
+def target_and_log_probability(rng):
+    return [rng.uniform(0, 1, BATCH), rng.uniform(-6, -0.01, BATCH)]
+
+
 @dataclass
 class Row:
     name: str
@@ -119,6 +123,7 @@ ROWS = [
     Row("bce_elementwise", lambda p, y: -(y * np.log(p) + (1 - y) * np.log(1 - p)), probability_and_target),
     Row("bce_logits_elementwise",  # PyTorch's BCEWithLogits formula
         lambda z, y: np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z))), logit_and_target),
+    Row("nll_elementwise", lambda y, log_p: -y * log_p, target_and_log_probability),
 ]
 
 

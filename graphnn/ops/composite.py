@@ -4,6 +4,8 @@ They cost nothing extra: their derivatives, code and rendering come from the
 primitives they are made of. Each builds its nodes inside a graph scope so
 renderers can draw it as one box.
 """
+import sympy as sp
+
 from ..errors import ArgumentError, ShapeError
 from ..graph.node import Node, format_shape
 from . import elementwise as ew
@@ -24,10 +26,31 @@ def bce_elementwise(p, y):
     return -(y * ClampedLog(p) + (1 - y) * ClampedLog(1 - p))
 
 
+# near float32's largest: "x > -_HUGE" tells a -inf apart in both dtypes; where a weight is 0
+# the value is 0 on either side of it, so a finite x beyond it changes nothing
+_HUGE = sp.Float(3.0e38)
+
+
 @elementwise
 def bce_logits_elementwise(z, y):
-    """Binary cross-entropy on a logit: softplus(z) - z*y (stable for any z)."""
-    return Softplus(z) - z * y
+    """Binary cross-entropy on a logit: y softplus(-z) + (1-y) softplus(z).
+
+    The same value as softplus(z) - z*y, without its cancellation (at z = 30, y = 1 that form
+    kept 2 digits: 9.237e-14 for 9.358e-14). A term whose weight is 0 is 0 (xlogy's
+    convention), so z = +-inf gives 0 when it is right and +inf when it is wrong, not NaN."""
+    # the 0 branch is taken only where the weight is 0 and the softplus infinite, so the
+    # derivative in y stays softplus(-z) - softplus(z) = -z at y = 0 and 1
+    # (branches, not "or": the reference's NumPy form of "or" does not broadcast)
+    first, second = y * Softplus(-z), (1 - y) * Softplus(z)
+    return (sp.Piecewise((first, sp.Ne(y, 0)), (first, z > -_HUGE), (0, True))
+            + sp.Piecewise((second, sp.Ne(y, 1)), (second, z < _HUGE), (0, True)))
+
+
+@elementwise
+def nll_elementwise(y, log_p):
+    """-y log p, and 0 where y = 0 and log p = -inf (a masked logit; 0 * -inf is NaN), as
+    torch.xlogy. Only that case takes the 0 branch, so d/dy stays -log p at y = 0."""
+    return sp.Piecewise((-y * log_p, sp.Ne(y, 0)), (-y * log_p, log_p > -_HUGE), (0, True))
 
 
 def _scoped(node, name, what):
@@ -97,7 +120,7 @@ def nll(log_probs, y, reduction="mean", name="nll"):
     """Negative log-likelihood of one-hot targets ``y``: -sum_c y_c log p_c per example."""
     y = _check_same(log_probs, y, name)
     with _scoped(log_probs, name, "nll"):
-        per_example = ew.neg(ix.sum_(ew.mul(y, log_probs), axis=-1))
+        per_example = ix.sum_(nll_elementwise(y, log_probs), axis=-1)
         return _reduce(per_example, reduction, name)
 
 

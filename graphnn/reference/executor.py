@@ -184,6 +184,8 @@ def _full_shape(shape, batch):
 def _elementwise(node, values, dtype):
     expr = node.op.expr(node.attr_dict)
     fn = _lambdify(node.op.symbols, expr)
+    if len(values) > 1:     # a condition on one input and a value of another must line up
+        values = np.broadcast_arrays(*values)
     with np.errstate(all="ignore"):
         out = fn(*values)
     return np.asarray(out, dtype=dtype)
