@@ -194,6 +194,7 @@ def test_predict_from_many_threads_gives_each_its_own_result():
     for th in threads:
         th.join()
     assert wrong == []          # one shared work array gave 39 wrong results of 800
+    assert all(len(p.spares) <= cpu_backend.MAX_SPARES for p in model.backend._plans.values())
 
 
 def test_training_from_two_threads_is_the_same_steps_in_some_order():

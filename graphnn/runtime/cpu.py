@@ -43,6 +43,7 @@ TIMED_CALLS = 5            # calls timed before deciding whether a compiled driv
 DRIVER_PAYS = 0.05         # compile the driver when the loop's call overhead exceeds 5 % of a call
 MAX_DRIVER_CALLS = 400     # a driver's compile grows with its calls (~5 ms each): longer ones keep the loop
 MAX_PLANS = 8              # (program, batch size) plans kept; the least recently used go first
+MAX_SPARES = 4             # work arrays a plan keeps for calls made while its arena is in use
 
 
 # While a build runs in the background, the interpreter switches threads this often (seconds).
@@ -478,12 +479,19 @@ class CPUBackend:
             shared = name not in self._busy
             if shared:
                 self._busy.add(name)
+                chosen = plan
+            else:   # another thread uses the arena: a spare plan, kept for the next such call
+                chosen = plan.spares.pop() if plan.spares else None
+        if chosen is None:
+            chosen = self._private_plan(plan)
         try:
-            return (plan if shared else self._private_plan(plan)).run(feeds, self)
+            return chosen.run(feeds, self)
         finally:
-            if shared:
-                with self._lock:
+            with self._lock:
+                if shared:
                     self._busy.discard(name)
+                elif len(plan.spares) < MAX_SPARES:
+                    plan.spares.append(chosen)
 
     def _run(self, name, feeds, batch):
         plan = self._plan(name, batch)
@@ -633,6 +641,7 @@ class _Plan:
             full = tuple(bound.batch if d is None else d for d in shape)
             self.outputs.append((oname, bound.flat[array][start:stop].reshape(full), full))
         self.times = [] if times is None else list(times)
+        self.spares = []          # plans like this one with work arrays of their own (threads)
         self.rows = None          # the training loop's row buffers
 
     def loop_buffers(self, data, drawn, batch, dtype):
