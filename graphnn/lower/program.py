@@ -39,11 +39,10 @@ def program_signature(program):
     from ..graph.text import node_line
     rows = []
     for n in program.nodes:
+        # n.key hashes each op's declaration (its body for this node), so a redeclared op with
+        # the same name does not find the old compiled program
         label = node_line(n) if n.role in ("forward", "optimizer") else n.op_name
-        # an index op built by a function is keyed by its name; its body is what it computes
-        # (a redeclared op with the same name must not find the old compiled program)
-        body = str(n.op.node_body(n)) if n.kind == "op" and n.op.kind == "index" else None
-        rows.append((n.key, label, body))
+        rows.append((n.key, label))
     # which node each output and update is: two graphs of the same nodes may name them differently
     position = {id(n): k for k, n in enumerate(program.nodes)}
     return (rows, sorted((k, position[id(n)]) for k, n in program.outputs.items()),
