@@ -28,6 +28,7 @@ bit-identical outputs.
 >>> np.array_equal(model.predict(x), again.predict(x))
 True
 """
+import dataclasses
 import hashlib
 import io as _io
 import json
@@ -83,6 +84,20 @@ def _legacy_op_hash(node):
     else:
         parts = [repr(("elementwise", op.name, sp.srepr(op.symbolic_expr)))]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _op_hash_before_tie_rules(node):
+    """The fingerprint files saved before a maximum carried its tie rule recorded (every
+    maximum keyed as a plain one): the forward is the same, so such files still load and the
+    op's rule now applies (max_pool2d: the gradient at ties goes to the first maximum)."""
+    if node.op.kind != "index":
+        return None
+    from .ops.registry import _digest
+    op, body = node.op, node.op.node_body(node)
+    if all(t.ties == "split" for t in body.terms):
+        return None
+    plain = dataclasses.replace(body, terms=tuple(dataclasses.replace(t, ties="split") for t in body.terms))
+    return _digest("index", op.name, op.arg_names, sorted(op.attr_defaults), plain.key)[:16]
 
 
 def _node_spec(node, ids):
@@ -252,7 +267,8 @@ def _build_op(entry, where, graph, nodes, shape, common):
     if inferred != shape:
         raise FileFormatError(f"{where}: op {op.name!r} gives shape {inferred}, the file says {shape}")
     recorded = _get(entry, "op_hash", where, lambda v: v is None or isinstance(v, str), "a string", None)
-    if recorded and digest != recorded and _legacy_op_hash(node) != recorded:
+    if (recorded and digest != recorded and _legacy_op_hash(node) != recorded
+            and _op_hash_before_tie_rules(node) != recorded):
         raise FileFormatError(f"{where}: op {op.name!r} is declared differently from when "
                               f"the file was written; its body changed")
     return node

@@ -522,6 +522,20 @@ def test_a_file_saved_before_ops_were_keyed_by_content_still_loads():
         np.testing.assert_allclose(model.forward({"x": x[:4]})["y_hat"].ravel(), printed_then, rtol=1e-12)
 
 
+def test_a_file_saved_before_maxima_carried_a_tie_rule_still_loads():
+    """tests/data/saved_before_tie_rules was written by graphnn at commit d4158bb (conv -> relu ->
+    max_pool2d -> dense, float32, one SGD step), before max_pool2d's gradient went to the first
+    maximum of a tie; its forward is unchanged, so the file loads and computes what it did."""
+    path = os.path.join(os.path.dirname(__file__), "data", "saved_before_tie_rules")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 1, 6, 6))
+    printed_then = np.array([[1.6736361980438232, -0.34623289108276367, 0.7457232475280762], [0.9002729654312134, 1.1377032995224, -0.19009490311145782], [1.4705281257629395, 0.07526826113462448, 1.1096683740615845], [1.1626147031784058, 0.40118974447250366, 0.46758967638015747]])
+    for target in ("reference", "cpu"):
+        model = gn.load(path, target=target)
+        assert model.step_count == 1 and model.dtype == np.float32
+        np.testing.assert_allclose(model.forward({"x": x})["logits"], printed_then, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.cuda
 def test_a_model_trained_on_cuda_saves_its_trained_state_and_resumes(tmp_path):
     """Parameters and optimizer state live on the device; a save used to write the host's

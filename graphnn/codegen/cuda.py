@@ -117,18 +117,17 @@ class CudaModulePrinter(KernelPrinter):
         lines += ["    _t = cuda.grid(1)",
                   f"    _chunks = (N + {SPLIT_ROWS - 1}) // {SPLIT_ROWS}",
                   f"    if _t < {outputs} * _chunks:",
-                  f"        _o = _t % {outputs}",
-                  f"        _c = _t // {outputs}"]
+                  f"        _o = _t % ({outputs})",     # outputs may be a product: 1 * 2 * 2
+                  f"        _c = _t // ({outputs})"]
         body = _decode(k.out_indices, k.out_shape, "_o")
         chunk = {batch_index: f"range(_c * {SPLIT_ROWS}, min(N, (_c + 1) * {SPLIT_ROWS}))"}
         body += self.accumulate(k, chunk)
-        op = "max" if term.combiner == "max" else "add"
+        # only sums are split (lower/target.py): CUDA's atomic max would drop NaN
         idx = ", ".join(str(i) for i in k.out_indices) if k.out_indices else "0"
-        body.append(f"cuda.atomic.{op}({k.out}, ({idx},), _acc0)" if len(k.out_indices) > 1
-                    else f"cuda.atomic.{op}({k.out}, {idx}, _acc0)")
+        body.append(f"cuda.atomic.add({k.out}, ({idx},), _acc0)" if len(k.out_indices) > 1
+                    else f"cuda.atomic.add({k.out}, {idx}, _acc0)")
         lines += ["        " + s for s in body]
-        fill = "-np.inf" if term.combiner == "max" else "0.0"
-        launches = [f"_bind(_fill, _blocks({k.out}.size), THREADS, {k.out}.reshape({k.out}.size), _F({fill}))",
+        launches = [f"_bind(_fill, _blocks({k.out}.size), THREADS, {k.out}.reshape({k.out}.size), _F(0.0))",
                     f"_bind({name}, _blocks({outputs} * ((N + {SPLIT_ROWS - 1}) // {SPLIT_ROWS})), THREADS, "
                     f"{', '.join(args + ['N'])})"]
         return lines, launches

@@ -71,8 +71,10 @@ class KernelPrinter:
                 out.append("    " * depth + f"if {index_guard(term.guard)}:")
                 depth += 1
             value = self.printer.doprint(term.expr)
-            if term.combiner == "max":
-                out.append("    " * depth + f"_acc{n} = max(_acc{n}, {value})")
+            if term.combiner == "max":     # NaN, which fails every comparison, is kept (as np.max)
+                out.append("    " * depth + f"_v{n} = {value}")
+                out.append("    " * depth + f"if _v{n} > _acc{n} or _v{n} != _v{n}:")
+                out.append("    " * (depth + 1) + f"_acc{n} = _v{n}")
             else:
                 out.append("    " * depth + f"_acc{n} += {value}")
         return out

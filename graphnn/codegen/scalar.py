@@ -3,7 +3,8 @@
 One printer for every target; targets differ only in the table of math
 functions (``math_names``) and in which primitives have fast forms. Every
 numeric literal is wrapped in ``_F(...)`` -- the kernel's float type -- so
-float32 kernels never promote to float64; loop indices print as plain ints.
+float32 kernels never promote to float64; loop indices print as plain ints in
+accesses, and as ``_F(i)`` where a body uses one as a value.
 """
 import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
@@ -69,6 +70,8 @@ class ScalarPrinter(PythonCodePrinter):
     def _print_Symbol(self, expr):
         if expr == BATCH:
             return "_F(N)"
+        if expr.is_integer:   # a loop index used as a value (a position): typed like literals
+            return f"_F({super()._print_Symbol(expr)})"
         return super()._print_Symbol(expr)
 
     # -- loads: indices are integers ----------------------------------------------

@@ -14,7 +14,7 @@ from ..graph.node import Node, check_node, describe, format_shape
 from ..graph.traverse import topological
 from ..ops.registry import ElementwiseOp, IndexOp
 from ..ops import index_ops
-from .vjp import elementwise_vjp_expr, index_vjp_body
+from .vjp import elementwise_vjp_expr, index_vjp_body, tie_bodies
 
 
 class Backward:
@@ -58,6 +58,7 @@ class Backward:
 
 
 _names_in_use = {}  # per derive() call: delta names are deterministic, not graph-global
+_tie_nodes = {}     # per derive() call: (id of a forward node, name) -> its auxiliary node
 
 
 def _local_name(name):
@@ -101,10 +102,25 @@ def _index_contribution(node, position, delta, graph, recompute=False):
     target = node.inputs[position]
     by_name = dict(zip(body.arg_names, node.inputs))
     by_name["delta"], by_name["out"] = delta, node
-    inputs = [by_name[a] for a in vjp_body.arg_names]
+    inputs = [by_name[a] if a in by_name else _tie_node(node, a, by_name, graph)
+              for a in vjp_body.arg_names]
     vjp_op = IndexOp(f"vjp_{node.op.name}_{body.arg_names[position]}", body=vjp_body)
     return _delta_node(vjp_op, inputs, target.shape, target,
                        f"delta[{target.name}<-{node.name}]", graph)
+
+
+def _tie_node(node, name, by_name, graph):
+    """The auxiliary node ``name`` of :func:`~.vjp.tie_bodies` for a forward node with max
+    terms (a tie count, a first maximum's position), made once per derive() call."""
+    key = (id(node), name)
+    if key not in _tie_nodes:
+        body = tie_bodies(node.op.node_body(node))[name]
+        inputs = [by_name[a] if a in by_name else _tie_node(node, a, by_name, graph)
+                  for a in body.arg_names]
+        op = IndexOp(f"{name}_{node.op.name}", body=body)
+        _tie_nodes[key] = Node("op", op, inputs, {"ties_of": node.name}, node.shape, node.dtype,
+                               _local_name(f"{name}[{node.name}]"), graph, node.scope, role="delta")
+    return _tie_nodes[key]
 
 
 def _accumulate(node, contributions, graph):
@@ -149,6 +165,7 @@ def derive(loss, wrt=None, recompute=False):
             check_node(node, "derive", f"wrt[{position}]")
     graph = loss.graph
     _names_in_use.clear()
+    _tie_nodes.clear()
     forward = topological([loss])
     leaves = None if wrt is None else {id(n) for n in wrt}
     needs = {}

@@ -1,10 +1,17 @@
-"""Local derivatives dz^{l+1}/dz^l of one edge, as SymPy and LaTeX."""
+"""Local derivatives dz^{l+1}/dz^l of one edge, as SymPy and LaTeX.
+
+For an index op the derivative is the true one, element by element: a term's guard shows
+as ``Piecewise((partial, guard), (0, True))`` (a cumsum's d cum[n, j]/d x[n, i] is 1 only
+where i <= j), and a maximum's partial carries the indicator its gradient uses: 1/c at one
+of c tied maxima (``IndexMax``), or 1 at the first maximum only (``IndexMaxFirst``).
+"""
 import sympy as sp
 
 from ..errors import ArgumentError
 from ..graph.node import Node
+from ..ops.functions import MAX_BY_TIES, IndexMax, IndexSum
 from ..ops.index_body import accesses
-from ..derive.vjp import _partial
+from ..derive.vjp import _is_max, _partial, row_major
 
 
 class LocalDerivative:
@@ -43,6 +50,29 @@ def _position(node, wrt):
     raise ArgumentError(f"{getattr(wrt, 'name', wrt)!r} is not an input of {node.name!r} (inputs: {names})")
 
 
+def _primed(term, mark="'"):
+    """``term``'s expression and guard over fresh copies i' of its reduction indices."""
+    fresh = {i: sp.Symbol(f"{i.name}{mark}", integer=True) for i in term.reduce_indices}
+    return term.expr.xreplace(fresh), term.guard.xreplace(fresh), tuple(fresh.values())
+
+
+def _max_share(term, maximum):
+    """The indicator a max term's gradient uses at one element (see the module docstring).
+    ``maximum``: the term's maximum (the output), or None to write it out."""
+    if maximum is None:
+        expr, guard, primed = _primed(term, "''")
+        inner = sp.Piecewise((expr, guard), (0, True)) if guard != sp.true else expr
+        maximum = MAX_BY_TIES[term.ties](inner, *primed)
+    expr, guard, primed = _primed(term)
+    hit, tie = sp.Eq(term.expr, maximum), sp.Eq(expr, maximum) & guard
+    if term.ties == "first":   # 1 - [an element before this one is maximal too]
+        before = row_major(tuple(zip(primed, (e for _, e in term.reduce))))[0] < row_major(term.reduce)[0]
+        earlier = IndexMax(sp.Piecewise((1, tie & before), (0, True)), *primed)
+        return sp.Piecewise((1 - earlier, hit), (0, True))
+    count = IndexSum(sp.Piecewise((1, tie), (0, True)), *primed)
+    return sp.Piecewise((1 / count, hit), (0, True))
+
+
 def symbol_for(node):
     return sp.Symbol(node.name, real=True)
 
@@ -60,14 +90,23 @@ def local_derivative(node: Node, wrt):
     body = node.op.node_body(node)
     name = body.arg_names[pos]
     rename = {sp.IndexedBase(a): sp.IndexedBase(p.name) for a, p in zip(body.arg_names, node.inputs)}
+    of = sp.IndexedBase(node.name)[body.out_indices] if body.out_indices else symbol_for(node)
+    # the output stands in as a placeholder until the inputs are renamed (a node may share
+    # its name with one of the op's arguments)
+    out = sp.Dummy("out", real=True)
+    out = sp.IndexedBase(out)[body.out_indices] if body.out_indices else out
     total, wrt_access = sp.Integer(0), None
     for term in body.terms:
         for occ in accesses(term.expr, {name}):
-            total += _partial(term.expr, occ)
+            partial = _partial(term.expr, occ)
+            if _is_max(term):
+                partial = partial * _max_share(term, out if len(body.terms) == 1 else None)
+            if term.guard != sp.true:
+                partial = sp.Piecewise((partial, term.guard), (0, True))
+            total += partial
             wrt_access = occ
-    of = sp.IndexedBase(node.name)[body.out_indices] if body.out_indices else symbol_for(node)
     wrt_access = wrt_access if wrt_access is not None else symbol_for(parent)
     scalar = {sp.Symbol(a, real=True): sp.Symbol(p.name, real=True)
               for a, p in zip(body.arg_names, node.inputs)}
-    return LocalDerivative(node, parent, total.xreplace(rename).xreplace(scalar),
+    return LocalDerivative(node, parent, total.xreplace(rename).xreplace(scalar).xreplace({out: of}),
                            wrt_access.xreplace(rename).xreplace(scalar), of)

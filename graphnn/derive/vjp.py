@@ -14,14 +14,26 @@ divisibility guard ``Mod(a - rest, s) == 0`` and reads the solved index as
 ``floor((a - rest) / s)``; mixed-radix digits (a flatten) are inverted
 jointly. An index that cannot be solved keeps its loop with an equality
 guard, so every index op has a gradient.
+
+A maximum's partial is an indicator, and at ties its convention (the term's
+``ties``) decides which elements share the gradient: ``"split"``
+(``IndexMax``, PyTorch's ``amax``) gives each of the c maximal elements
+1/c, ``"first"`` (``IndexMaxFirst``, PyTorch's ``max_pool2d``) gives all of it
+to the first one in row-major order of the reduction indices. The gradient
+body reads the tie count, or the first maximum's position, from an auxiliary
+index body (:func:`tie_bodies`) that the backward graph computes once per
+forward node from its inputs and output.
 """
 import sympy as sp
 
 from ..ops.functions import IndexMax, IndexSum  # noqa: F401  (bodies may hold them)
-from ..ops.index_body import IndexBody, Term, access_indices, access_name, accesses, scalar_access
+from ..ops.index_body import (BATCH_SIZE, IndexBody, Term, access_indices, access_name, accesses,
+                               scalar_access)
 
 DELTA = "delta"
 OUT = "out"
+TERM_MAX = "max"    # TERM_MAX + k: max term k's own maximum, where the body has other terms
+TIES = "ties"       # TIES + k: its tie count ("split") or minus its first maximum's position ("first")
 
 
 def elementwise_vjp_expr(op, position, attrs, recompute=False):
@@ -227,23 +239,92 @@ def _drop_implied(cond, target_extents):
     return cond.xreplace(repl) if repl else cond
 
 
+def _access(name, out_indices):
+    return sp.IndexedBase(name)[out_indices] if out_indices else scalar_access(name)
+
+
+def _is_max(term):
+    return term.combiner == "max" and bool(term.reduce)
+
+
+def row_major(reduce):
+    """(position, count): the row-major position of a term's reduction indices, in the order
+    they are listed, and the number of positions (the batch axis counts as ``N_batch``)."""
+    position, count = sp.Integer(0), sp.Integer(1)
+    for i, extent in reversed(reduce):
+        position += count * i
+        count *= BATCH_SIZE if extent is None else extent
+    return position, count
+
+
+def term_maximum(body, k):
+    """The name holding max term ``k``'s maximum: the output, or where the body has other
+    terms the auxiliary ``max<k>``."""
+    return OUT if len(body.terms) == 1 else f"{TERM_MAX}{k}"
+
+
+def _used(terms, names):
+    used = set()
+    for t in terms:
+        used |= {access_name(a) for a in accesses(t.expr, set(names))}
+    return tuple(n for n in names if n in used)
+
+
+def tie_bodies(body):
+    """{name: IndexBody}, in the order to build them: what the gradients of ``body``'s max
+    terms read besides delta, the inputs and the output. For max term k: ``max<k>``, the
+    term's own maximum (only where the body has other terms, so the output is not it), and
+    ``ties<k>``: the number of elements equal to it ("split"), or minus the row-major
+    position of the first of them ("first"; minus the number of positions where none is).
+    Their arguments are ``body``'s, ``out`` and the names before them."""
+    made = {}
+    for k, term in enumerate(body.terms):
+        if not _is_max(term):
+            continue
+        ref = term_maximum(body, k)
+        if ref != OUT:
+            made[ref] = IndexBody(body.out_indices, body.out_shape,
+                                  (Term(term.expr, term.reduce, "max", term.guard),),
+                                  _used([term], body.arg_names))
+        hit = sp.Eq(term.expr, _access(ref, body.out_indices))
+        if term.ties == "first":
+            position, count = row_major(term.reduce)
+            tie = Term(sp.Piecewise((-position, hit), (-count, True)), term.reduce, "max", term.guard)
+        else:
+            tie = Term(sp.Piecewise((1, hit), (0, True)), term.reduce, "sum", term.guard)
+        made[f"{TIES}{k}"] = IndexBody(body.out_indices, body.out_shape, (tie,),
+                                       _used([tie], (*body.arg_names, ref)))
+    return made
+
+
+def tie_share(body, k):
+    """The factor of max term ``k``'s partial for one element: 1/c where it is one of c maximal
+    elements ("split"), 1 where it is the first maximal element ("first"), else 0."""
+    term = body.terms[k]
+    ties = _access(f"{TIES}{k}", body.out_indices)
+    if term.ties == "first":
+        return sp.Piecewise((1, sp.Eq(-row_major(term.reduce)[0], ties)), (0, True))
+    hit = sp.Eq(term.expr, _access(term_maximum(body, k), body.out_indices))
+    return sp.Piecewise((1 / ties, hit), (0, True))
+
+
 def index_vjp_body(body, position, arg_shapes):
-    """IndexBody of the gradient w.r.t. argument ``position`` (args: delta, inputs, out)."""
+    """IndexBody of the gradient w.r.t. argument ``position`` (args: delta, inputs, out, and
+    the auxiliaries of :func:`tie_bodies` its max terms read)."""
     name = body.arg_names[position]
     target_shape = arg_shapes[position]
     targets = tuple(sp.Symbol(f"a{d}", integer=True) for d in range(len(target_shape)))
-    delta = sp.IndexedBase(DELTA)[body.out_indices] if body.out_indices else scalar_access(DELTA)
-    out_access = sp.IndexedBase(OUT)[body.out_indices] if body.out_indices else scalar_access(OUT)
+    delta = _access(DELTA, body.out_indices)
     extents = body.extents()
     terms = []
-    for term in body.terms:
+    for k, term in enumerate(body.terms):
         occurrences = accesses(term.expr, {name})
         for occ in occurrences:
             partial = _partial(term.expr, occ)
             if partial == 0:
                 continue
-            if term.combiner == "max":
-                partial = partial * sp.Piecewise((1, sp.Eq(term.expr, out_access)), (0, True))
+            if _is_max(term):
+                partial = partial * tie_share(body, k)
             contribution = delta * partial
             loop = {i: extents[i] for i in (*body.out_indices, *term.reduce_indices)}
             subs, guard = _invert(occ, targets, loop, tuple(target_shape))
@@ -253,9 +334,5 @@ def index_vjp_body(body, position, arg_shapes):
             terms.append(Term(_integer_accesses(contribution.xreplace(subs)), left, "sum", guard))
     if not terms:
         return None
-    used = set()
-    every = {DELTA, OUT, *body.arg_names}
-    for t in terms:
-        used |= {access_name(a) for a in accesses(t.expr, every)}
-    arg_names = tuple(n for n in (DELTA, *body.arg_names, OUT) if n in used)
-    return IndexBody(targets, tuple(target_shape), tuple(terms), arg_names)
+    return IndexBody(targets, tuple(target_shape), tuple(terms),
+                     _used(terms, (DELTA, *body.arg_names, OUT, *tie_bodies(body))))

@@ -99,7 +99,8 @@ def _elementwise_plan(node, out_shape):
 
 
 def _rename_term(expr, args, out_map, loads):
-    """Replace body accesses by load symbols (and the batch-size symbol by N)."""
+    """Replace body accesses by load symbols (and the batch-size symbol by N, and loop
+    indices used as values by the kernel's names for them)."""
     subs = {}
     for acc in accesses(expr, set(args)):
         parent = args[access_name(acc)]
@@ -109,7 +110,7 @@ def _rename_term(expr, args, out_map, loads):
             continue
         index = tuple(sp.sympify(i).xreplace(out_map) for i in access_indices(acc))
         subs[acc] = loads.symbol(parent, index)
-    return expr.xreplace(subs).xreplace({BATCH_SIZE: BATCH})
+    return expr.xreplace(subs).xreplace({BATCH_SIZE: BATCH, **out_map})
 
 
 def _matmul(term, out_indices, args):

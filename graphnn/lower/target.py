@@ -89,9 +89,12 @@ def order_batch_sums(kprog):
 
 
 def split_batch_reductions(kprog):
-    """Split batch reductions (sum or max) into a batch-free output over threads, atomically."""
+    """Split batch sums into a batch-free output over threads, atomically. (Not maxima: CUDA's
+    atomic max drops NaN, which a maximum keeps on every target; a maximum over the batch axis
+    runs one thread per output over all rows.)"""
     for k in kprog.kernels:
-        if (isinstance(k, Reduce) and len(k.terms) == 1 and None not in k.out_shape
+        if (isinstance(k, Reduce) and len(k.terms) == 1 and k.terms[0].combiner == "sum"
+                and None not in k.out_shape
                 and any(e is None for _, e in k.terms[0].reduce)):
             k.order = ReduceOrder.SPLIT_ATOMIC
 

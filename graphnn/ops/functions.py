@@ -37,7 +37,12 @@ class IndexSum(sp.Function):
 
 
 class IndexMax(sp.Function):
-    """``IndexMax(body, i, ...)``: the maximum of ``body`` over loop indices."""
+    """``IndexMax(body, i, ...)``: the maximum of ``body`` over loop indices.
+
+    At ties its gradient is split evenly among the maximal elements (PyTorch's ``amax``)."""
+
+    ties = "split"   # the term's tie convention (Term.ties): how the gradient treats ties
+    _label = "Max"
 
     def _latex(self, printer):
         idx = ",".join(printer._print(i) for i in self.args[1:])
@@ -45,7 +50,23 @@ class IndexMax(sp.Function):
 
     def _sympystr(self, printer):
         idx = ", ".join(printer._print(i) for i in self.args[1:])
-        return f"Max[{idx}]({printer._print(self.args[0])})"
+        return f"{self._label}[{idx}]({printer._print(self.args[0])})"
+
+
+class IndexMaxFirst(IndexMax):
+    """``IndexMaxFirst(body, i, ...)``: the same maximum as :class:`IndexMax`; at ties its
+    gradient goes whole to the first maximal element, first in row-major order of the
+    reduction indices as listed (PyTorch's ``max_pool2d``)."""
+
+    ties = "first"
+    _label = "MaxFirst"
+
+    def _latex(self, printer):
+        idx = ",".join(printer._print(i) for i in self.args[1:])
+        return r"\max^{\mathrm{first}}_{%s} %s" % (idx, printer.parenthesize(self.args[0], 1000))
+
+
+MAX_BY_TIES = {"split": IndexMax, "first": IndexMaxFirst}
 
 
 REDUCTIONS = (IndexSum, IndexMax)

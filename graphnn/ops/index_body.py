@@ -14,7 +14,7 @@ import sympy as sp
 
 from ..errors import OpDeclarationError, ShapeError
 from ..graph.node import format_shape
-from .functions import REDUCTIONS, IndexMax, IndexSum, check_body
+from .functions import MAX_BY_TIES, REDUCTIONS, IndexMax, IndexSum, check_body
 
 
 # The batch size as a symbol, for bodies that divide by a count (mean over the batch).
@@ -54,6 +54,7 @@ class Term:
     reduce: tuple          # ((index symbol, extent), ...)
     combiner: str = "sum"  # "sum" or "max"
     guard: object = sp.true
+    ties: str = "split"    # a maximum's gradient at ties: "split" evenly, or to the "first"
 
     @property
     def reduce_indices(self):
@@ -72,7 +73,8 @@ class IndexBody:
         """The body's content, exactly (``srepr``): its identity in node keys and file hashes."""
         return repr((sp.srepr(sp.Tuple(*self.out_indices)), self.out_shape, self.arg_names,
                      [(sp.srepr(t.expr), sp.srepr(sp.Tuple(*t.reduce_indices)), [e for _, e in t.reduce],
-                       t.combiner, sp.srepr(t.guard)) for t in self.terms]))
+                       t.combiner if t.ties == "split" else f"{t.combiner}/{t.ties}", sp.srepr(t.guard))
+                      for t in self.terms]))
 
     def extents(self):
         """index symbol -> extent (int, or None for the batch axis)."""
@@ -85,7 +87,7 @@ class IndexBody:
         """The body as one SymPy expression (for display)."""
         total = sp.Integer(0)
         for t in self.terms:
-            f = IndexMax if t.combiner == "max" else IndexSum
+            f = MAX_BY_TIES[t.ties] if t.combiner == "max" else IndexSum
             e = sp.Piecewise((t.expr, t.guard), (0, True)) if t.guard is not sp.true else t.expr
             e = f(e, *t.reduce_indices) if t.reduce else e
             total = total + e
@@ -321,7 +323,8 @@ def parse_index_body(op_name, args, result):
         if both:
             raise OpDeclarationError(f"op {op_name!r}: in the term {raw} the index {both[0]} is both an "
                                      f"output index and reduced over; use another index for one of them")
-        term = Term(body, tuple((i, ext[i]) for i in red), combiner, guard)
+        ties = next((f.ties for f in sp.Mul.make_args(raw) if isinstance(f, IndexMax)), "split")
+        term = Term(body, tuple((i, ext[i]) for i in red), combiner, guard, ties)
         _check_symbols(op_name, raw, term, labels, out_indices, shapes)
         terms.append(term)
     missing = [i for i in out_indices if i not in out_ext]

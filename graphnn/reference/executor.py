@@ -252,17 +252,31 @@ def _grid_term(term, args, ext, out_indices, batch, dtype):
         valid = valid & inside
         symbols.append((acc, sp.Symbol(f"_acc{k}", real=True)))
     expr = term.expr.xreplace(dict(symbols)).subs(BATCH_SIZE, _batch_size(batch))
-    fn = _lambdify(tuple(s for _, s in symbols), expr)
+    numbers = [i for i in loop if i in expr.free_symbols]   # loop indices used as values
+    fn = _lambdify((*(s for _, s in symbols), *numbers), expr)
     with np.errstate(all="ignore"):
-        val = np.asarray(fn(*gathered), dtype=dtype) + np.zeros(valid.shape, dtype=dtype)
+        val = (np.asarray(fn(*gathered, *(grids[i] for i in numbers)), dtype=dtype)
+               + np.zeros(valid.shape, dtype=dtype))
     full = tuple(ext[i] for i in loop)
     val = np.broadcast_to(val, full)
     valid = np.broadcast_to(valid, full)
     axes = tuple(range(len(out_indices), len(loop)))
+    if axes and 0 in full[len(out_indices):]:     # a reduction over no elements (0 rows)
+        return np.full(full[:len(out_indices)], _empty_reduction(term, batch), dtype=dtype)
     if term.combiner == "max":
         return np.where(valid, val, -np.inf).max(axis=axes) if axes else val
     masked = np.where(valid, val, 0)
     return masked.sum(axis=axes) if axes else masked
+
+
+def _empty_reduction(term, batch):
+    """A reduction over no elements (a batch of 0 rows), alike on every target: a sum is 0, a
+    mean 0/0 = NaN (its 1/N at N = 0, as the einsum path gives), a max NaN (no element is the
+    largest; PyTorch raises)."""
+    if term.combiner == "max":
+        return np.nan
+    coeff = sp.Mul(*[f for f in sp.Mul.make_args(term.expr) if f.free_symbols <= {BATCH_SIZE}])
+    return 0.0 * float(coeff.subs(BATCH_SIZE, _batch_size(batch)))
 
 
 def _index(node, values, batch, dtype):
