@@ -66,3 +66,85 @@ def test_nan_passes_through_every_helper():
     nan = np.array([np.nan], dtype=np.float32)
     for name in ("fast_tanh", "fast_erf", "fast_exp"):
         assert np.isnan(_apply(name, nan)[0]), name
+
+
+# -- range ends: infinities, NaN, signed zeros, the extreme floats, the switch points ---------------
+
+F32 = np.float32
+BIG, TINY, SUB = np.finfo(F32).max, np.finfo(F32).tiny, np.finfo(F32).smallest_subnormal
+EDGES = [np.inf, -np.inf, 0.0, -0.0, BIG, -BIG, TINY, -TINY, SUB, -SUB]
+SWITCHES = {   # where each helper changes form (clamp, saturation, flush, overflow)
+    "fast_tanh": [7.90531110763549805, -7.90531110763549805],
+    "fast_erf": [4.0, -4.0],
+    "fast_exp": [-87.33, -87.33654022216797, float(np.log(np.float64(TINY))), 88.72,
+                 float(np.log(np.float64(BIG))), 100.0, -103.97],
+}
+EXACT = {"fast_tanh": np.tanh, "fast_erf": erf, "fast_exp": np.exp}
+
+
+def _ulps_around(v):
+    v = F32(v)
+    return [np.nextafter(v, F32(-np.inf)), v, np.nextafter(v, F32(np.inf))]
+
+
+def _range_end_points(name):
+    return np.array(EDGES + [u for s in SWITCHES[name] for u in _ulps_around(s)], dtype=F32)
+
+
+def _within_bound(name, x, got):
+    """Each value within the documented bound of float64 math; for fast_exp relative where the
+    exact result is a normal float32, 0 below that range and inf above it."""
+    with np.errstate(over="ignore"):
+        exact = EXACT[name](x.astype(np.float64))
+    bound = _documented(name)
+    got64 = got.astype(np.float64)
+    if name != "fast_exp":
+        err = np.abs(got64 - exact)
+        assert err.max() <= bound, f"{name}: error {err.max():.3g} at x = {x[err.argmax()]!r}"
+        return
+    normal = (exact >= TINY) & (exact <= BIG)
+    rel = np.abs(got64[normal] - exact[normal]) / exact[normal]
+    assert rel.max() <= bound, f"fast_exp: relative error {rel.max():.3g} at x = {x[normal][rel.argmax()]!r}"
+    assert np.all(got[exact < TINY] == 0.0), x[(exact < TINY) & (got != 0.0)]
+    assert np.all(got[exact > BIG] == np.inf), x[(exact > BIG) & (got != np.inf)]
+
+
+@pytest.mark.parametrize("name", ["fast_tanh", "fast_erf", "fast_exp"])
+def test_range_ends_stay_within_the_documented_bound(name):
+    """fast_exp flushed to 0 below x = -87.33, where exp is still normal down to -87.3365:
+    at -87.3365402 it gave 0 for 1.1755e-38 (relative error 1)."""
+    x = _range_end_points(name)
+    _within_bound(name, x, _apply(name, x))
+
+
+@pytest.mark.parametrize("name", ["fast_tanh", "fast_erf", "fast_exp"])
+def test_monotone_across_the_switch_points(name):
+    """One float32 ulp either side of each switch point: no step down, and no step up larger
+    than the exact step plus twice the bound (a jump at the seam)."""
+    bound = _documented(name)
+    for s in SWITCHES[name]:
+        x = np.array(_ulps_around(s), dtype=F32)
+        got = _apply(name, x).astype(np.float64)
+        with np.errstate(over="ignore"):
+            exact = EXACT[name](x.astype(np.float64))
+        assert np.all(got[1:] >= got[:-1]), (name, s, got)
+        if name == "fast_exp":
+            finite = np.isfinite(got) & (got > 0)
+            steps = np.diff(got[finite]) / got[finite][:-1]
+            exact_steps = np.diff(exact[finite]) / exact[finite][:-1]
+        else:
+            steps, exact_steps = np.diff(got), np.diff(exact)
+        assert np.all(np.abs(steps - exact_steps) <= 2 * bound), (name, s, steps, exact_steps)
+
+
+def test_exact_values_at_the_ends():
+    """+-1, +-0, inf and 0 where they are exact (the sign of zero kept); NaN gives NaN."""
+    x = np.array([np.inf, -np.inf, BIG, -BIG, 0.0, -0.0, np.nan], dtype=F32)
+    for name in ("fast_tanh", "fast_erf"):
+        got = _apply(name, x)
+        assert list(got[:4]) == [1.0, -1.0, 1.0, -1.0], (name, got)
+        assert got[4] == 0.0 and not np.signbit(got[4]) and got[5] == 0.0 and np.signbit(got[5]), name
+        assert np.isnan(got[6]), name
+    got = _apply("fast_exp", x)
+    assert list(got[:6]) == [np.inf, 0.0, np.inf, 0.0, 1.0, 1.0] and np.isnan(got[6]), got
+    assert _apply("fast_exp", np.array([-87.33654022216797], dtype=F32))[0] >= TINY   # the last normal

@@ -122,3 +122,97 @@ def test_the_masked_logit_gets_no_gradient_and_the_others_a_finite_one():
     _, grads = gn.loss_and_gradients(loss, {})
     s = np.exp([0.0, 1.0]) / np.exp([0.0, 1.0]).sum()
     np.testing.assert_allclose(grads["logits"], [0.0, s[0] - 1.0, s[1]], rtol=1e-14)
+
+
+# -- bce on a sigmoid output at float32's subnormal edge (issue 11) --------------------------------
+
+BCE_TARGETS = [("reference", {}), ("cpu", {}), ("cpu", {"fast_math": False}),
+               pytest.param("cuda", {}, marks=pytest.mark.cuda)]
+ZS = [-1e4, -100.0, -30.0, -20.0, 20.0, 30.0, 100.0, 1e4]
+
+
+def _softplus(v):
+    return max(v, 0.0) + math.log1p(math.exp(-abs(v)))
+
+
+def _bce_of_sigmoid(target, options, dtype):
+    """bce(sigmoid(z), y) per row, for every z of ZS with y = 1 and then y = 0."""
+    g = gn.Graph("bce_sigmoid")
+    z, y = g.input("z", (None, 1)), g.input("y", (None, 1))
+    g.output("l", gn.ops.composite.bce_elementwise(gn.sigmoid(z), y))
+    model = gn.compile(g, target=target, dtype=dtype, **options)
+    zs = np.array(ZS + ZS, dtype=dtype).reshape(-1, 1)
+    ys = np.array([1.0] * len(ZS) + [0.0] * len(ZS), dtype=dtype).reshape(-1, 1)
+    got = model.forward({"z": zs, "y": ys})["l"].ravel().astype(np.float64)
+    return got[:len(ZS)], got[len(ZS):]
+
+
+@pytest.mark.parametrize("target, options", BCE_TARGETS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_bce_of_a_sigmoid_output_at_the_subnormal_edge(target, options, dtype):
+    """sigmoid(-100) in float32 was the subnormal 27 * 2**-149 (1.6% off, 5 bits), so
+    bce(sigmoid(-100), 1) = -log of it was 99.983 for 100. Sigmoid's results below the normal
+    range are now 0, as float32 fast math and PyTorch give, and the clamp answers 100.
+
+    Oracle, y = 1: -log(sigmoid(z)) = softplus(-z), clamped at 100 (PyTorch's clamp); off by at
+    most the rounding of p (eps). y = 0: -log(1 - p) of p = sigmoid(z) rounded to the dtype: where
+    p rounds to 1 (z >= 17 in float32) the clamp's 100 is the answer, as in PyTorch -- for the
+    exact softplus(z) use bce_with_logits."""
+    eps = float(np.finfo(dtype).eps)
+    ones, zeros = _bce_of_sigmoid(target, options, dtype)
+    expect_ones = [min(_softplus(-z), 100.0) for z in ZS]
+    np.testing.assert_allclose(ones, expect_ones, rtol=4 * eps, atol=eps)
+    p = [float(np.asarray(1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0, dtype=dtype)) for z in ZS]
+    expect_zeros = [min(-math.log(1.0 - q), 100.0) if q < 1.0 else 100.0 for q in p]
+    np.testing.assert_allclose(zeros, expect_zeros, rtol=4 * eps, atol=eps)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_sigmoid_results_below_the_normal_range_are_zero(target):
+    """Below float32's normal range (x < -87.3365) sigmoid is 0; above, the correctly rounded value.
+    float64 keeps exp(-100) (normal there) and is 0 below -708.4."""
+    xs32 = [-1e4, -100.0, -87.34, -87.33, -80.0]
+    got = _forward("sigmoid", xs32, target, "float32")
+    assert list(got[:3]) == [0.0, 0.0, 0.0]
+    np.testing.assert_allclose(got[3:], [math.exp(float(np.float32(x))) for x in xs32[3:]], rtol=1e-6)
+    got = _forward("sigmoid", [-1e4, -709.0, -100.0], target, "float64")
+    assert list(got[:2]) == [0.0, 0.0]
+    assert got[2] == pytest.approx(math.exp(-100.0), rel=1e-15)
+
+
+# -- reductions over a batch of 0 rows (issue 11) ----------------------------------------------------
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_reductions_over_zero_rows_are_alike_on_every_target(target, dtype):
+    """sum -> 0, mean -> 0/0 = NaN, max -> NaN (no element is the largest; PyTorch raises). The
+    CPU kernels gave -inf for the max (their accumulator's start) and 0 for the mean, the
+    reference a NumPy ValueError for the max; forward refused any output without a batch axis."""
+    g = gn.Graph("empty_rows")
+    x = g.input("x", (None, 3))
+    shift = g.parameter("shift", (), init=lambda rng, shape: np.zeros(shape))
+    g.output("rows", gn.tanh(x))
+    for name, reduce in [("sum", gn.sum), ("mean", gn.mean), ("max", gn.max)]:
+        g.output(name, reduce(x))
+        g.output(f"{name}_cols", reduce(x, axis=0))
+    g.output("shifted_sum", gn.sum(x) + shift)            # parameters read where the target keeps them
+    model = gn.compile(g, target=target, dtype=dtype)
+    model.params["shift"] = 2.0
+    out = model.forward({"x": np.zeros((0, 3), dtype=dtype)})
+    assert out["rows"].shape == (0, 3) and out["rows"].dtype == dtype
+    assert out["sum"] == 0.0 and list(out["sum_cols"]) == [0.0, 0.0, 0.0] and out["shifted_sum"] == 2.0
+    for name in ("mean", "max"):
+        assert np.isnan(out[name]) and out[f"{name}_cols"].shape == (3,) and np.all(np.isnan(out[f"{name}_cols"]))
+    assert all(v.dtype == dtype for v in out.values())
+    assert model.forward({"x": np.ones((2, 3), dtype=dtype)})["max"] == 1.0
+
+
+def test_the_reference_executor_reduces_zero_rows_alike():
+    """gn.evaluate: a max over 0 rows was NumPy's ValueError ("zero-size array to reduction")."""
+    g = gn.Graph()
+    x = g.input("x", (None, 3))
+    nodes = [gn.sum(x), gn.mean(x, axis=0), gn.max(x), gn.max(x, axis=0, keepdims=True)]
+    values = gn.evaluate(nodes, {"x": np.zeros((0, 3))})
+    assert values[nodes[0].name] == 0.0
+    assert np.all(np.isnan(values[nodes[1].name])) and np.isnan(values[nodes[2].name])
+    assert values[nodes[3].name].shape == (1, 3) and np.all(np.isnan(values[nodes[3].name]))

@@ -11,7 +11,8 @@ in each helper's first comment line):
   outside; absolute error <= 5e-7.
 * ``fast_exp``: 2**k * p(r) with r = x - k ln 2 (|r| <= ln2/2, degree-6 Taylor
   polynomial) and 2**k as two factors read from a table; relative error <= 3e-7
-  for normal results; results below the normal range (x < -87.33) are 0.
+  for every normal result; results below the normal range (x < -87.336544, where
+  exp(x) < 2**-126) are 0, and results above it (x > 88.722839) are inf.
 
 NaN passes through each of them as NaN. Their sources use ``_F(...)`` literals
 like every printed expression.
@@ -74,12 +75,14 @@ FAST_ERF = '''def fast_erf(x):
 FAST_EXP = '''def fast_exp(x):
     # accuracy: relative error <= 3e-7 for normal results (branch-free, so it vectorises)
     # results below float32's normal range are flushed to 0 without computing them:
-    # an underflowing multiply costs a microcode assist of ~100 cycles on x86
-    tiny = x < _F(-87.33)
+    # an underflowing multiply costs a microcode assist of ~100 cycles on x86. The switch is
+    # the last x whose exp is normal (-87.33654022 -> 1.1754997e-38; one ulp below it is
+    # subnormal); at -87.33 it flushed normal results, 0 for 1.18e-38
+    tiny = x < _F(-87.33654022216797)
     if x > _F(100.0):
         x = _F(100.0)
     elif tiny:
-        x = _F(-87.33)
+        x = _F(-87.33654022216797)
     n = np.floor(x * _F(1.4426950408889634) + _F(0.5))
     r = x - n * _F(0.693145751953125) - n * _F(1.428606765330187e-06)
     p = _F(0.001388888888888889)

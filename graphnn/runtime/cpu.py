@@ -468,6 +468,8 @@ class CPUBackend:
         """Run program ``name``. Thread-safe: calls of programs that update the model (the
         step) run one at a time; other calls run side by side, each on a work array of its own
         when the program's shared one is in use."""
+        if batch == 0:      # no rows to loop over: the reference's values, alike on every target
+            return self._reference.run(name, feeds, batch)      # (a sum 0, a mean or max NaN)
         updates = bool(self.model.programs[name].updates)
         if updates:
             with self._lock:

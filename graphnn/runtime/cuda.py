@@ -137,7 +137,17 @@ class CUDABackend:
 
     def run(self, name, feeds, batch):
         with self._lock:
+            if batch == 0:
+                return self._run_empty(name, feeds)
             return self._run(name, feeds, batch)
+
+    def _run_empty(self, name, feeds):
+        """A batch of 0 rows has nothing to launch: the reference's values, alike on every
+        target (a sum over the rows 0, a mean or max NaN), from the parameters on the device."""
+        from .backends import ReferenceBackend
+        self.sync_to_host()
+        host = {k: v.copy_to_host() if hasattr(v, "copy_to_host") else v for k, v in feeds.items()}
+        return ReferenceBackend(self.model).run(name, host, 0)
 
     def _run(self, name, feeds, batch):
         views, feed_bufs, arrays = self._buffers(name, batch)

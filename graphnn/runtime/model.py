@@ -181,16 +181,13 @@ class Model:
         return out, batch
 
     def _check_empty_batch(self, program):
-        """A batch of 0 rows, alike on every target: outputs with a batch axis have 0 rows
-        (:meth:`forward` makes them without running the program), the loss has no value."""
+        """A batch of 0 rows, alike on every target: outputs with a batch axis have 0 rows, a
+        reduction over the rows is a sum 0, a mean or max NaN (:meth:`forward`); the loss of a
+        step has no value."""
         if program != "forward":
             call = "step" if program == "step" else "loss_and_gradients"
             raise FeedError(f"{call}: the feeds have 0 rows, and the loss of an empty batch is "
                             f"undefined (a mean over no rows); feed at least one row")
-        for name, node in self.output_nodes.items():
-            if not node.batched:
-                raise FeedError(f"forward: the feeds have 0 rows, and output {name!r} has no batch "
-                                f"axis (shape {node.shape}), so no rows to give; feed at least one row")
 
     def reseed(self, seed):
         """Restart the random inputs' generator (dropout masks, noise) from ``seed``."""
@@ -208,8 +205,8 @@ class Model:
         ``training=True`` draws the random inputs (dropout, noise) as a training step
         does; by default they take their evaluation values (dropout keeps every unit)."""
         arrays, batch = self._feeds("forward", feeds, training)
-        if batch == 0:      # every output has a batch axis (checked): 0 rows of each
-            return {name: np.zeros((0, *node.shape[1:]), dtype=self.dtype)
+        if batch == 0 and all(node.batched for node in self.output_nodes.values()):
+            return {name: np.zeros((0, *node.shape[1:]), dtype=self.dtype)     # 0 rows of each
                     for name, node in self.output_nodes.items()}
         return self.backend.run("forward", arrays, batch)
 
