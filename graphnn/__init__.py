@@ -19,18 +19,18 @@ from .errors import (ArgumentError, CacheError, DtypeError, FeedError, FileForma
                      GraphMixError, GraphnnError, OpDeclarationError, ShapeError, TargetError,
                      UnknownFunctionError)
 from .graph import Graph, Node, init, substitute, topological
-from .ops import (ACTIVATIONS, BATCH_SIZE, REGISTRY, ClampedLog, ElementwiseOp, IndexMax, IndexOp,
-                  IndexSum, Expm1, Sigmoid, Softplus, StopGradient, abs_, add, binary_cross_entropy,
+from .ops import (ACTIVATIONS, BATCH_SIZE, BUILTINS, REGISTRY, ClampedLog, ElementwiseOp, IndexMax, IndexOp,
+                  IndexSum, Expm1, Sigmoid, Softplus, StopGradient, abs_, add, binary_cross_entropy, check_derivative,
                   binary_cross_entropy_with_logits, celu, div, elementwise, elu, exp, gelu,
                   gelu_tanh, hardswish, identity, index_op, indices, l1_penalty, l2_penalty,
                   leaky_relu, linear, log, log_softmax, matmul, max_, mean, mish, mse, mul, neg,
                   nll, pow, power, relu, relu6, sigmoid, softmax, softmax_cross_entropy, softplus,
-                  sqrt, square, stop_gradient, sub, sum_, sum_to, swish, tanh)
+                  softsign, sqrt, square, stop_gradient, sub, sum_, sum_to, swish, tanh)
 from .derive import Backward, LocalDerivative, derive, local_derivative
 from .reference import evaluate, loss_and_gradients
 from .check import check_grad
 from .render import render
-from .ops import avg_pool2d, conv2d, flatten, max_pool2d
+from .ops import IndexMaxFirst, avg_pool2d, conv2d, flatten, max_pool2d
 from .nn import (Activation, AvgPool2D, Conv2D, Dense, Dropout, Flatten, GaussianNoise, GraphLayer, Layer,
                  MaxPool2D, Sequential, as_layer, dense, dropout, gaussian_noise, weight_noise,
                  weight_penalty)
@@ -48,3 +48,4 @@ from . import lecture
 from . import data
 from .io import load, load_graph, save
 from .train import History, fit, metrics
+from .lint import NumericsWarning, lint  # noqa: E402  (gn.lint; graphnn.lint.declaration_warnings)

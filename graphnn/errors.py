@@ -52,3 +52,8 @@ class GraphMixError(GraphnnError, ValueError):
 class ArgumentError(GraphnnError, TypeError, ValueError):
     """An argument of a graphnn function has the wrong type or value (so it is both a
     ``TypeError`` and a ``ValueError``: code that caught either keeps working)."""
+
+
+class NumericsWarning(UserWarning):
+    """An op's value or derivative loses accuracy, overflows or gives NaN where the exact value
+    is a finite number (see :func:`graphnn.lint`). A warning, not an error: the op works."""

@@ -12,11 +12,12 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from op_tables import CASES  # noqa: E402
 from support import numeric_gradient as _numeric_gradient  # noqa: E402
 
 import graphnn as gn
@@ -78,93 +79,32 @@ BATCH, WIDTH = 8, 3
 PARAM_SCALE = 0.02   # parameters are small offsets: samples stay inside each op's domain
 
 
-def uniform(low, high, n_inputs=1):
-    return lambda rng: [rng.uniform(low, high, (BATCH, WIDTH)) for _ in range(n_inputs)]
-
-
-def positive():
-    return uniform(0.3, 5.0)
-
-
-def nonzero_denominator(rng):
-    return [rng.uniform(-4, 4, (BATCH, WIDTH)),
-            rng.choice([-1, 1], (BATCH, WIDTH)) * rng.uniform(0.5, 3, (BATCH, WIDTH))]
-
-
-def power_domain(rng):
-    return [rng.uniform(0.3, 3, (BATCH, WIDTH)), rng.uniform(-2, 2, (BATCH, WIDTH))]
-
-
-def probability_and_target(rng):
-    return [rng.uniform(0.05, 0.95, (BATCH, WIDTH)), rng.uniform(0, 1, (BATCH, WIDTH))]
-
-
-def logit_and_target(rng):
-    return [rng.uniform(-6, 6, (BATCH, WIDTH)), rng.uniform(0, 1, (BATCH, WIDTH))]
-
-
-def target_and_log_probability(rng):
-    return [rng.uniform(0, 1, (BATCH, WIDTH)), rng.uniform(-6, -0.01, (BATCH, WIDTH))]
-
-
-@dataclass
+@dataclass(frozen=True)
 class Row:
-    name: str
-    domain: object = uniform(-4, 4)
-    attrs: dict = field(default_factory=dict)
-    kinks: tuple = ()                 # samples keep >= 0.1 away (derivative undefined there)
-    gradient_flows: bool = True       # False: zero gradient by design (stop_gradient)
+    """One case of the generated op table (tests/op_tables.py) as the compiler tests use it."""
+    case: object
+
+    @property
+    def name(self):
+        return self.case.name
 
     @property
     def id(self):
-        extra = ",".join(f"{k}={v}" for k, v in self.attrs.items())
-        return f"{self.name}[{extra}]" if extra else self.name
+        return self.case.id
+
+    @property
+    def attrs(self):
+        return self.case.attr_dict
+
+    @property
+    def gradient_flows(self):
+        return self.case.gradient_flows
 
     def sample(self, rng):
-        args = self.domain(rng)
-        for kink in self.kinks:
-            near = np.abs(args[0] - kink) < 0.1
-            args[0] = np.where(near, kink + 0.15 * np.sign(args[0] - kink + 1e-9), args[0])
-        return args
+        return self.case.sample(rng, (BATCH, WIDTH))
 
 
-ROWS = [
-    Row("add", uniform(-4, 4, 2)),
-    Row("sub", uniform(-4, 4, 2)),
-    Row("mul", uniform(-4, 4, 2)),
-    Row("div", nonzero_denominator),
-    Row("neg"),
-    Row("pow", power_domain),
-    Row("power"),
-    Row("power", attrs={"p": 3.0}),
-    Row("power", positive(), attrs={"p": 0.5}),
-    Row("square"),
-    Row("exp"),
-    Row("log", positive()),
-    Row("sqrt", positive()),
-    Row("abs", kinks=(0.0,)),
-    Row("identity"),
-    Row("sigmoid", uniform(-12, 12)),
-    Row("tanh"),
-    Row("relu", kinks=(0.0,)),
-    Row("leaky_relu", kinks=(0.0,)),
-    Row("leaky_relu", attrs={"alpha": 0.2}, kinks=(0.0,)),
-    Row("elu", kinks=(0.0,)),
-    Row("elu", attrs={"alpha": 0.5}, kinks=(0.0,)),
-    Row("celu", kinks=(0.0,)),
-    Row("celu", attrs={"alpha": 2.0}, kinks=(0.0,)),
-    Row("relu6", uniform(-3, 9), kinks=(0.0, 6.0)),
-    Row("hardswish", uniform(-6, 6), kinks=(-3.0, 3.0)),
-    Row("gelu"),
-    Row("gelu_tanh"),
-    Row("softplus", uniform(-12, 12)),
-    Row("mish", uniform(-8, 8)),
-    Row("swish", uniform(-8, 8)),
-    Row("stop_gradient", gradient_flows=False),
-    Row("bce_elementwise", probability_and_target),
-    Row("bce_logits_elementwise", logit_and_target),
-    Row("nll_elementwise", target_and_log_probability),
-]
+ROWS = [Row(case) for case in CASES]
 GROUP_SIZE = 6      # ~6 ops per generated module: compile time grows faster than linearly with size
 
 
@@ -195,7 +135,7 @@ def op_group(group):
     feeds, sums = {}, []
     for row in ROWS[group * GROUP_SIZE:(group + 1) * GROUP_SIZE]:
         k = ROWS.index(row)
-        op = gn.REGISTRY[row.name]
+        op = row.case.op
         samples = row.sample(rng)
         args = []
         for j, sample in enumerate(samples):

@@ -4,6 +4,8 @@ They cost nothing extra: their derivatives, code and rendering come from the
 primitives they are made of. Each builds its nodes inside a graph scope so
 renderers can draw it as one box.
 """
+import math
+
 import sympy as sp
 
 from ..errors import ArgumentError, ShapeError
@@ -20,7 +22,7 @@ def stop_gradient(x):
     return StopGradient(x)
 
 
-@elementwise
+@elementwise(domain={"p": (0.0, 1.0), "y": (0.0, 1.0)})
 def bce_elementwise(p, y):
     """-(y log p + (1-y) log(1-p)), logs clamped at -100 like PyTorch."""
     return -(y * ClampedLog(p) + (1 - y) * ClampedLog(1 - p))
@@ -31,7 +33,7 @@ def bce_elementwise(p, y):
 _HUGE = sp.Float(3.0e38)
 
 
-@elementwise
+@elementwise(domain={"y": (0.0, 1.0)})
 def bce_logits_elementwise(z, y):
     """Binary cross-entropy on a logit: y softplus(-z) + (1-y) softplus(z).
 
@@ -46,7 +48,7 @@ def bce_logits_elementwise(z, y):
             + sp.Piecewise((second, sp.Ne(y, 1)), (second, z < _HUGE), (0, True)))
 
 
-@elementwise
+@elementwise(domain={"y": (0.0, 1.0), "log_p": (-math.inf, 0.0)})
 def nll_elementwise(y, log_p):
     """-y log p, and 0 where y = 0 and log p = -inf (a masked logit; 0 * -inf is NaN), as
     torch.xlogy. Only that case takes the 0 branch, so d/dy stays -log p at y = 0."""

@@ -13,7 +13,7 @@ out[n, o, h, w] = Sum[c, kh, kw](K[o, c, kh, kw]*x[n, c, 2*h + kh, kw + 2*w]) + 
 import sympy as sp
 
 from ..errors import ShapeError
-from .functions import IndexMax, IndexSum
+from .functions import IndexMaxFirst, IndexSum
 from .index_body import guarded, in_range, indices
 from .registry import Ints, index_op
 
@@ -54,7 +54,8 @@ def _window(x, kernel, stride, padding, what):
     return (n, c, h, w, kh, kw), (row, col), (out_h, out_w), inside
 
 
-@index_op
+@index_op(examples=[{"x": (None, 2, 5, 5), "K": (3, 2, 3, 3), "b": (3,)},
+                    {"x": (None, 1, 6, 5), "K": (2, 1, 3, 2), "b": (2,), "stride": 2, "padding": 1}])
 def conv2d(x, K, b, stride: POSITIVE = 1, padding: NON_NEGATIVE = 0):
     """out[n, o, h, w] = sum_{c, kh, kw} x[n, c, h*s + kh - p, w*s + kw - p] * K[o, c, kh, kw] + b[o]
 
@@ -82,22 +83,24 @@ def _pool_window(x, size, stride, padding, what):
     return _window(x, size, stride, padding, what) + (size,)
 
 
-@index_op
+@index_op(examples=[{"x": (None, 2, 4, 4)}, {"x": (None, 1, 5, 5), "size": 3, "stride": 2, "padding": 1}])
 def max_pool2d(x, size: POSITIVE = 2, stride: Ints(low=1, length=2, optional=True) = None,
                padding: NON_NEGATIVE = 0):
     """out[n, c, h, w] = max_{kh, kw} x[n, c, h*s + kh - p, w*s + kw - p]
 
     ``stride`` defaults to ``size``; padded positions are skipped (as PyTorch's -inf padding).
+    At ties the gradient goes to the first maximum of the window in row-major order, as in
+    PyTorch's ``max_pool2d`` (:class:`~.functions.IndexMaxFirst`).
     """
     (n, c, h, w, kh, kw), (row, col), (out_h, out_w), inside, (k_h, k_w) = _pool_window(
         x, size, stride, padding, "max_pool2d")
     body = x[n, c, row, col]
     if inside is not sp.true:
         body = guarded(body, inside)
-    return (n, c, (h, out_h), (w, out_w)), IndexMax(body, (kh, k_h), (kw, k_w))
+    return (n, c, (h, out_h), (w, out_w)), IndexMaxFirst(body, (kh, k_h), (kw, k_w))
 
 
-@index_op
+@index_op(examples=[{"x": (None, 2, 4, 4)}, {"x": (None, 1, 5, 5), "size": 3, "stride": 2, "padding": 1}])
 def avg_pool2d(x, size: POSITIVE = 2, stride: Ints(low=1, length=2, optional=True) = None,
                padding: NON_NEGATIVE = 0):
     """out[n, c, h, w] = sum_{kh, kw} x[n, c, h*s + kh - p, w*s + kw - p] / (KH * KW)
@@ -112,7 +115,7 @@ def avg_pool2d(x, size: POSITIVE = 2, stride: Ints(low=1, length=2, optional=Tru
     return (n, c, (h, out_h), (w, out_w)), IndexSum(body, (kh, k_h), (kw, k_w)) / (k_h * k_w)
 
 
-@index_op
+@index_op(examples=[{"x": (None, 2, 3, 2)}, {"x": (None, 5)}])
 def flatten(x):
     """out[n, j] = x[n, j // (D1*...), ..., j % Dk]: all axes after the batch axis in one,
     row-major (the order of ``numpy.reshape``)."""

@@ -11,7 +11,7 @@ from .index_body import BATCH_SIZE, indices
 from .registry import SHAPE, Ints, index_op
 
 
-@index_op
+@index_op(examples=[{"a": (None, 3), "b": (3, 4)}, {"a": (2, 5), "b": (5, 1)}])
 def matmul(a, b):
     """out[m, n] = sum_k a[m, k] * b[k, n]"""
     if a.ndim != 2 or b.ndim != 2:
@@ -22,7 +22,7 @@ def matmul(a, b):
     return (m, n), IndexSum(a[m, k] * b[k, n], k)
 
 
-@index_op
+@index_op(examples=[{"x": (None, 3), "W": (3, 4), "b": (4,)}])
 def linear(x, W, b):
     """out[n, j] = sum_i x[n, i] * W[i, j] + b[j]  (a dense layer before its activation)"""
     if x.ndim != 2 or W.ndim != 2 or b.ndim != 1:
@@ -63,13 +63,15 @@ def _reduction(x, axis, keepdims, combiner, what):
     return tuple(out), combiner(body, *reduced)
 
 
-@index_op(name="sum")
+@index_op(name="sum", examples=[{"x": (None, 4)}, {"x": (None, 3, 4), "axis": 1},
+                                   {"x": (None, 2, 3), "axis": (0, 2), "keepdims": True}])
 def sum_(x, axis: Ints(optional=True) = None, keepdims: bool = False):
     """Sum over ``axis`` (all axes when None)."""
     return _reduction(x, axis, keepdims, IndexSum, "sum")
 
 
-@index_op
+@index_op(examples=[{"x": (None, 4)}, {"x": (None, 3, 4), "axis": 0},
+                    {"x": (None, 2, 3), "axis": -1, "keepdims": True}])
 def mean(x, axis: Ints(optional=True) = None, keepdims: bool = False):
     """Mean over ``axis``; the batch axis counts as its size at run time."""
     out, body = _reduction(x, axis, keepdims, IndexSum, "mean")
@@ -79,13 +81,16 @@ def mean(x, axis: Ints(optional=True) = None, keepdims: bool = False):
     return out, body / count
 
 
-@index_op(name="max")
+@index_op(name="max", examples=[{"x": (None, 4)}, {"x": (None, 3, 4), "axis": 1},
+                                   {"x": (None, 2, 3), "axis": 0, "keepdims": True}])
 def max_(x, axis: Ints(optional=True) = None, keepdims: bool = False):
-    """Maximum over ``axis``; the gradient goes to every element equal to it."""
+    """Maximum over ``axis``; at ties the gradient is split evenly among the elements equal to
+    it (PyTorch's ``amax``)."""
     return _reduction(x, axis, keepdims, IndexMax, "max")
 
 
-@index_op
+@index_op(examples=[{"x": (None, 3, 4), "shape": (3, 1)}, {"x": (None, 3), "shape": (1,)},
+                    {"x": (None, 2, 3), "shape": (3,)}])
 def sum_to(x, shape: SHAPE = ()):
     """Sum ``x`` down to ``shape`` (undoes broadcasting; the backward of elementwise ops)."""
     shape = tuple(shape)

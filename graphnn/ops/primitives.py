@@ -31,6 +31,12 @@ class Primitive(sp.Function):
     def definition(x):
         raise NotImplementedError
 
+    @classmethod
+    def exact(cls, x):
+        """The exact math the stability lint (:mod:`graphnn.lint`) compares against: the
+        definition, or the convention where the primitive is one on purpose (a clamp)."""
+        return cls.definition(x)
+
     @staticmethod
     def numpy_impl(x):
         raise NotImplementedError
@@ -42,7 +48,12 @@ class Primitive(sp.Function):
 
 
 class Sigmoid(Primitive):
-    """Logistic sigmoid 1/(1+exp(-x)); S' = S*(1-S)."""
+    """Logistic sigmoid 1/(1+exp(-x)); S' = S*(1-S).
+
+    Results below the dtype's normal range are 0 (x < -87.34 in float32, -708.4 in float64): a
+    subnormal keeps few digits -- sigmoid(-100) in float32 was 27 * 2**-149, 1.6% off, and
+    bce's -log of it 99.983 for 100. So alike on every target: float32 fast math flushes
+    there (fast_exp) and PyTorch's float32 sigmoid is 0 below -88.7 (its exp overflows)."""
 
     helper_name = "sigmoid"
     scalar_source = (
@@ -50,6 +61,9 @@ class Sigmoid(Primitive):
         "    if x >= F(0.0):\n"
         "        return F(1.0) / (F(1.0) + math.exp(-x))\n"
         "    e = math.exp(x)\n"
+        "    # the smallest normal number of the kernel's dtype (F(1e-300) is 0 in float32 only)\n"
+        "    if e < (F(1.1754943508222875e-38) if F(1e-300) == F(0.0) else F(2.2250738585072014e-308)):\n"
+        "        return F(0.0)\n"
         "    return e / (F(1.0) + e)\n"
     )
 
@@ -61,7 +75,8 @@ class Sigmoid(Primitive):
     def numpy_impl(x):
         x = np.asarray(x)
         e = np.exp(-np.abs(x))
-        return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+        s = np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+        return np.where(s < np.finfo(s.dtype).tiny, s.dtype.type(0), s)
 
     def fdiff(self, argindex=1):
         s = Sigmoid(self.args[0])
@@ -129,6 +144,10 @@ class ClampedReciprocal(Primitive):
         return 1 / x
 
     @staticmethod
+    def exact(x):
+        return 1 / sp.Max(x, sp.Float(1e-12))
+
+    @staticmethod
     def numpy_impl(x):
         return 1 / np.maximum(np.asarray(x), 1e-12)
 
@@ -152,10 +171,14 @@ class ClampedLog(Primitive):
         return sp.log(x)
 
     @staticmethod
+    def exact(x):
+        return sp.Max(sp.log(x), -100)
+
+    @staticmethod
     def numpy_impl(x):
         x = np.asarray(x)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.maximum(np.log(np.where(x > 0, x, 0)), -100.0)
+            return np.maximum(np.log(np.where(x <= 0, 0, x)), -100.0)     # NaN stays NaN
 
     def fdiff(self, argindex=1):
         return ClampedReciprocal(self.args[0])

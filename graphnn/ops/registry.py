@@ -15,6 +15,7 @@ import functools
 import hashlib
 import inspect
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import sympy as sp
@@ -25,6 +26,32 @@ from .functions import IndexMax, IndexSum, check_body
 from .index_body import IndexBody, parse_index_body
 
 REGISTRY = {}
+
+
+class _Activations(Sequence):
+    """The names of the registered ops declared ``activation=True``, in declaration order.
+
+    Live: an op a user declares with ``@gn.elementwise(activation=True)`` joins it, and
+    ``dense(..., activation=name)`` accepts it."""
+
+    def _names(self):
+        return tuple(n for n, op in REGISTRY.items() if getattr(op, "activation", False))
+
+    def __getitem__(self, index):
+        return self._names()[index]
+
+    def __len__(self):
+        return len(self._names())
+
+    def __contains__(self, name):
+        op = REGISTRY.get(name) if isinstance(name, str) else None
+        return bool(getattr(op, "activation", False))
+
+    def __repr__(self):
+        return repr(self._names())
+
+
+ACTIVATIONS = _Activations()
 
 
 def _digest(*parts):
@@ -205,6 +232,59 @@ def sympy_number(value):
     return sp.Float(value)
 
 
+def _flag(value, op_name, what):
+    if not isinstance(value, (bool, np.bool_)):
+        raise OpDeclarationError(f"op {op_name!r}: {what}= must be True or False, got {_short(value)}")
+    return bool(value)
+
+
+def _real(value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError
+    value = float(value)
+    if math.isnan(value):
+        raise ValueError
+    return value
+
+
+def _interval(value):
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ValueError
+    low, high = (_real(v) for v in value)
+    if not low < high:
+        raise ValueError
+    return (low, high)
+
+
+def _points(value):
+    if isinstance(value, (tuple, list)):
+        points = tuple(_real(v) for v in value)
+    else:
+        points = (_real(value),)
+    if not all(math.isfinite(p) for p in points):
+        raise ValueError
+    return points
+
+
+def _per_input(value, arg_names, op_name, what, convert, default):
+    """One entry per input from: None (the default for each), a dict by input name, or one
+    value (which then belongs to the first input; the others get the default)."""
+    explain = {"domain": "(low, high) with low < high (math.inf for no bound)",
+               "kinks": "a number or a tuple of finite numbers"}[what]
+    if isinstance(value, dict) and set(value) - set(arg_names):
+        raise OpDeclarationError(f"op {op_name!r}: {what}= names {sorted(set(value) - set(arg_names))}, "
+                                 f"which are not inputs ({', '.join(arg_names)})")
+    try:
+        if value is None:
+            return tuple(default for _ in arg_names)
+        if isinstance(value, dict):
+            return tuple(convert(value[a]) if a in value else default for a in arg_names)
+        return (convert(value),) + tuple(default for _ in arg_names[1:])
+    except (ValueError, TypeError):
+        raise OpDeclarationError(f"op {op_name!r}: {what}={_short(value)} must be {explain}, or a "
+                                 f"dict of them by input name") from None
+
+
 class OpBase:
     """What every op shares: a name, argument names, attributes with defaults and kinds."""
 
@@ -270,11 +350,17 @@ class OpBase:
 
 
 class ElementwiseOp(OpBase):
-    """A scalar SymPy expression applied elementwise with broadcasting."""
+    """A scalar SymPy expression applied elementwise with broadcasting.
+
+    Besides its body a declaration may carry what the tests and tools need to know about it
+    (see :func:`elementwise`): ``activation`` (usable as ``dense(..., activation=name)``),
+    ``domain`` (one (low, high) per input), ``kinks`` (points per input where the derivative
+    jumps) and ``derivative`` (an override of ``sp.diff``, checked against it)."""
 
     kind = "elementwise"
 
-    def __init__(self, name, fn=None, arg_names=(), attr_defaults=None, expr=None, doc=None):
+    def __init__(self, name, fn=None, arg_names=(), attr_defaults=None, expr=None, doc=None,
+                 derivative=None, activation=False, domain=None, kinks=None):
         super().__init__(name, arg_names, attr_defaults or {}, doc)
         self.symbols = tuple(sp.Symbol(a, real=True) for a in self.arg_names)
         self.attr_symbols = {k: sp.Symbol(k, real=True) for k in self.attr_defaults}
@@ -282,11 +368,61 @@ class ElementwiseOp(OpBase):
             expr = _call_builder(fn, name, *self.symbols, **self.attr_symbols)
         self._allowed = frozenset((*self.symbols, *self.attr_symbols.values()))
         self.symbolic_expr = check_body(expr, name, symbols=self._allowed)
+        self.activation = _flag(activation, name, "activation")
+        self.domain = _per_input(domain, self.arg_names, name, "domain", _interval,
+                                 (-math.inf, math.inf))
+        self.kinks = _per_input(kinks, self.arg_names, name, "kinks", _points, ())
+        self.derivative_override = self._declared_derivatives(derivative)
+        override = (None if self.derivative_override is None
+                    else tuple(sp.srepr(d) for d in self.derivative_override))
         self.digest = _digest("elementwise", name, self.arg_names, sorted(self.attr_defaults),
-                              sp.srepr(self.symbolic_expr))
+                              sp.srepr(self.symbolic_expr), *(() if override is None else (override,)))
         self.key = ("elementwise", name, self.digest)
         self._expr = functools.lru_cache(maxsize=None)(self._expr_uncached)
         self._derivative = functools.lru_cache(maxsize=None)(self._derivative_uncached)
+
+    def _declared_derivatives(self, derivative):
+        """The override's expressions, one per input (attributes as symbols), checked like bodies."""
+        if derivative is None:
+            return None
+        if not callable(derivative):
+            raise OpDeclarationError(f"op {self.name!r}: derivative= must be a function of the op's "
+                                     f"inputs (and attributes) returning its derivative, got "
+                                     f"{_short(derivative)}")
+        value = _call_builder(derivative, self.name, *self.symbols, **self.attr_symbols)
+        n = len(self.symbols)
+        if isinstance(value, dict):
+            unknown = set(value) - set(self.arg_names)
+            missing = set(self.arg_names) - set(value)
+            if unknown or missing:
+                raise OpDeclarationError(
+                    f"op {self.name!r}: derivative= returned derivatives for {sorted(value)}; give one "
+                    f"for each input ({', '.join(self.arg_names)})")
+            value = [value[a] for a in self.arg_names]
+        elif n == 1 and not isinstance(value, (tuple, list)):
+            value = [value]
+        if not isinstance(value, (tuple, list)) or len(value) != n:
+            raise OpDeclarationError(
+                f"op {self.name!r}: derivative= must return {n} expression(s), one per input "
+                f"({', '.join(self.arg_names)}), as a tuple or a dict by input name")
+        return tuple(check_body(d, f"{self.name} (derivative)", symbols=self._allowed) for d in value)
+
+    @property
+    def fast_math(self):
+        """Whether float32 CPU code may use a fast-math form here (``fast_math=True``): the body or
+        a derivative calls exp, tanh or erf, directly or through a primitive's helper."""
+        from ..codegen.fastmath import FAST_NAMES
+        exprs = [self.symbolic_expr]
+        exprs += (list(self.derivative_override) if self.derivative_override is not None
+                  else [sp.diff(self.symbolic_expr, s) for s in self.symbols])
+        for e in exprs:
+            for f in e.atoms(sp.Function):
+                if type(f).__name__ in FAST_NAMES:
+                    return True
+                source = getattr(type(f), "scalar_source", None) or ""
+                if any(f"math.{n}(" in source for n in FAST_NAMES):
+                    return True
+        return False
 
     def node_key(self, node):
         return self.digest
@@ -310,10 +446,18 @@ class ElementwiseOp(OpBase):
         return self._expr(items)
 
     def _derivative_uncached(self, attr_items, position):
-        return sp.diff(self._expr(attr_items), self.symbols[position])
+        if self.derivative_override is None:
+            return sp.diff(self._expr(attr_items), self.symbols[position])
+        attrs = self.check_attrs(dict(attr_items))
+        subs = {self.attr_symbols[k]: sympy_number(v) for k, v in attrs.items() if k in self.attr_symbols}
+        return self.derivative_override[position].xreplace(subs)
+
+    def derived_derivative(self, position, attrs=()):
+        """``sp.diff`` of the body, whatever the declaration overrides (the override's check)."""
+        return sp.diff(self.expr(attrs), self.symbols[position])
 
     def derivative(self, position, attrs=()):
-        """``d body / d input[position]`` by ``sp.diff`` (cached)."""
+        """``d body / d input[position]``: the declared override, else ``sp.diff`` (cached)."""
         items = tuple(sorted(dict(attrs).items()))
         return self._derivative(items, position)
 
@@ -328,13 +472,44 @@ class IndexOp(OpBase):
     kind = "index"
 
     def __init__(self, name, builder=None, arg_names=(), attr_defaults=None, body=None, doc=None,
-                 attr_kinds=None):
+                 attr_kinds=None, examples=()):
         super().__init__(name, arg_names, attr_defaults or {}, doc, attr_kinds)
         self.builder = builder
         self.fixed_body = body
         # a builder's body depends on the input shapes and attributes: node_key hashes it per node
         self.key = ("index", name, _digest(body.key) if body is not None else None)
         self._bodies = {}
+        self.examples = tuple(self._example(e) for e in (examples or ()))
+
+    def _example(self, example):
+        """``{input: shape, attribute: value}`` checked: every input has a shape, the body builds."""
+        if not isinstance(example, dict):
+            raise OpDeclarationError(f"op {self.name!r}: an example is a dict of input shapes and "
+                                     f"attribute values by name, got {_short(example)}")
+        unknown = set(example) - set(self.arg_names) - set(self.attr_defaults)
+        missing = set(self.arg_names) - set(example)
+        if unknown or missing:
+            raise OpDeclarationError(
+                f"op {self.name!r}: example {_short(example)} "
+                + (f"names {sorted(unknown)}, which are neither inputs nor attributes; " if unknown else "")
+                + (f"lacks the shape of {sorted(missing)}; " if missing else "")
+                + f"give a shape for each input ({', '.join(self.arg_names)})")
+        shapes = []
+        for a in self.arg_names:
+            try:
+                shape = SHAPE.convert(example[a])
+            except ValueError:
+                raise OpDeclarationError(f"op {self.name!r}: example shape {a}={_short(example[a])} "
+                                         f"must be {SHAPE.what}") from None
+            shapes.append(shape)
+        attrs = {k: v for k, v in example.items() if k in self.attr_defaults}
+        try:
+            attrs = self.check_attrs(attrs)
+            self.body(shapes, attrs)
+        except (ArgumentError, ShapeError) as error:
+            raise OpDeclarationError(f"op {self.name!r}: example {_short(example)} does not build: "
+                                     f"{error}") from None
+        return {**dict(zip(self.arg_names, shapes)), **attrs}
 
     def node_key(self, node):
         return _digest("index", self.name, self.arg_names, sorted(self.attr_defaults),
@@ -413,7 +588,76 @@ def _signature(fn, op_name):
     return args, attrs, {p.name: attr_kind(p.default, p.annotation) for p in params if p.name in attrs}
 
 
-def elementwise(fn=None, *, name=None):
+_CHECK_POINTS = (-3.7, -1.3, -0.45, -1e-3, 0.3, 0.85, 2.2, 5.1, 40.0, -40.0)
+_CHECK_DIGITS = 40
+
+
+def _exact_form(expr):
+    """``expr`` with each primitive written as the plain math it stands for (for mpmath)."""
+    from .primitives import Primitive
+    return expr.replace(lambda e: isinstance(e, Primitive), lambda e: type(e).definition(e.args[0]))
+
+
+def _check_points(op):
+    """Points inside every input's domain, away from its kinks, one list per input."""
+    columns = []
+    for (low, high), kinks in zip(op.domain, op.kinks):
+        inside = [x for x in _CHECK_POINTS if low < x < high and all(abs(x - k) > 1e-2 for k in kinks)]
+        if len(inside) < 3 and math.isfinite(low) and math.isfinite(high):
+            inside = [low + (high - low) * f for f in (0.13, 0.37, 0.61, 0.88)]
+        elif len(inside) < 3:
+            start = low if math.isfinite(low) else high - 10.0
+            inside = [start + f for f in (0.2, 1.1, 3.3, 7.9)]
+        columns.append(inside)
+    count = max(len(c) for c in columns)
+    return [tuple(c[(k * (i + 1)) % len(c)] for i, c in enumerate(columns)) for k in range(count)]
+
+
+def check_derivative(op, attrs=None, tolerance=1e-25):
+    """Check an op's declared derivative against ``sp.diff`` of its body.
+
+    Both are evaluated with mpmath at 40 digits at points inside the op's domain and away from
+    its kinks (with the attributes' defaults, or ``attrs``); any relative difference above
+    ``tolerance`` raises :class:`OpDeclarationError` naming the input and the point. An op
+    without an override passes trivially. Symbolic equality (``sp.simplify``) is stronger
+    where SymPy can decide it; this check decides everywhere, numerically."""
+    if op.kind != "elementwise" or op.derivative_override is None:
+        return
+    import mpmath
+    attrs = dict(op.attr_defaults if attrs is None else op.resolve_attrs(attrs))
+    points = _check_points(op)
+    for position, name in enumerate(op.arg_names):
+        declared = _exact_form(op.derivative(position, attrs))
+        derived = _exact_form(op.derived_derivative(position, attrs))
+        both = sp.lambdify(op.symbols, [declared, derived], modules="mpmath")
+        checked = 0
+        with mpmath.workdps(_CHECK_DIGITS):
+            for point in points:
+                try:
+                    a, b = both(*(mpmath.mpf(x) for x in point))
+                    a, b = mpmath.mpf(a), mpmath.mpf(b)
+                except (ZeroDivisionError, ValueError, TypeError, OverflowError):
+                    continue    # undefined there (a pole, or outside the math's real domain)
+                if not (mpmath.isfinite(a) and mpmath.isfinite(b)):
+                    continue
+                checked += 1
+                if abs(a - b) > tolerance * max(1, abs(b)):
+                    at = ", ".join(f"{n}={x:g}" for n, x in zip(op.arg_names, point))
+                    raise OpDeclarationError(
+                        f"op {op.name!r}: the declared derivative by {name!r} is "
+                        f"{op.derivative_override[position]}, which is "
+                        f"{mpmath.nstr(a, 12)} at {at}; sp.diff of the body gives "
+                        f"{op.derived_derivative(position, attrs)} = {mpmath.nstr(b, 12)} there. "
+                        f"Fix the derivative, or drop derivative= to use sp.diff's")
+        if checked < 3:
+            raise OpDeclarationError(
+                f"op {op.name!r}: its declared derivative by {name!r} could not be checked against "
+                f"sp.diff (defined at only {checked} of the sample points in the domain "
+                f"{op.domain[position]}); declare the op's domain= so the check can sample it")
+
+
+def elementwise(fn=None, *, name=None, derivative=None, activation=False, domain=None, kinks=None,
+                lint=True):
     """Declare an elementwise op from a function returning its SymPy body.
 
     Positional parameters are inputs; keyword parameters with defaults are
@@ -425,17 +669,45 @@ def elementwise(fn=None, *, name=None):
     ...     return x * gn.Sigmoid(x)
     >>> swish.derivative(0)
     x*(1 - Sigmoid(x))*Sigmoid(x) + Sigmoid(x)
+
+    Keywords (all optional; the op's tests and tools read them):
+
+    * ``derivative``: a function of the same parameters returning the derivative (a tuple, or a
+      dict by input name, for several inputs) to use instead of ``sp.diff`` of the body -- a
+      form that does not cancel, say. It is checked against ``sp.diff`` at declaration,
+      numerically in high precision (:func:`check_derivative`); a wrong one is refused.
+    * ``activation``: the op is an activation: ``dense(..., activation=name)`` accepts it and
+      ``gn.ACTIVATIONS`` lists it.
+    * ``domain``: (low, high) of the first input, or a dict of them by input name (default:
+      every real number); tests and :func:`graphnn.lint` sample inside it.
+    * ``kinks``: points where the derivative jumps (first input, or a dict by input name).
+    * ``lint``: run :func:`graphnn.lint` on the op (reference target, float32 and float64) and
+      issue one :class:`~graphnn.errors.NumericsWarning` if its value or a derivative gives NaN
+      or overflows where the exact math is finite, or loses digits to its own arithmetic
+      (default True; graphnn's own ops are linted by its test suite instead).
+
+    >>> @gn.elementwise(activation=True, derivative=lambda x: 1 / (1 + abs(x)) ** 2)
+    ... def my_softsign(x):
+    ...     return x / (1 + abs(x))
+    >>> my_softsign.derivative(0)
+    (Abs(x) + 1)**(-2)
     """
-    def wrap(f):
+    def wrap(f, stacklevel=3):
         args, attrs, _ = _signature(f, name or f.__name__)
-        op = ElementwiseOp(name or f.__name__, f, args, attrs, doc=f.__doc__)
+        op = ElementwiseOp(name or f.__name__, f, args, attrs, doc=f.__doc__, derivative=derivative,
+                           activation=activation, domain=domain, kinks=kinks)
+        if op.derivative_override is not None:
+            check_derivative(op)
         REGISTRY[op.name] = op
+        if _flag(lint, op.name, "lint") and not str(getattr(f, "__module__", "")).startswith("graphnn."):
+            from ..lint import warn_declaration
+            warn_declaration(op, stacklevel=stacklevel)
         functools.update_wrapper(op, f, updated=())
         return op
-    return wrap(fn) if fn is not None else wrap
+    return wrap(fn, stacklevel=4) if fn is not None else wrap
 
 
-def index_op(fn=None, *, name=None):
+def index_op(fn=None, *, name=None, examples=()):
     """Declare an op in index notation.
 
     The function receives one :class:`~graphnn.ops.index_body.Arg` per input
@@ -447,16 +719,21 @@ def index_op(fn=None, *, name=None):
     ... def row_sums(x):
     ...     n, i = gn.indices("n i")
     ...     return (n,), gn.IndexSum(x[n, i], i)
+
+    ``examples``: input shapes and attribute values the op's tests run it on, one dict each,
+    e.g. ``[{"x": (None, 4)}]`` (None: the batch axis). The generated sweeps check every
+    example's gradient against finite differences and its compiled code against the reference.
     """
     def wrap(f):
         args, attrs, kinds = _signature(f, name or f.__name__)
-        op = IndexOp(name or f.__name__, f, args, attrs, doc=f.__doc__, attr_kinds=kinds)
+        op = IndexOp(name or f.__name__, f, args, attrs, doc=f.__doc__, attr_kinds=kinds,
+                     examples=examples)
         REGISTRY[op.name] = op
         functools.update_wrapper(op, f, updated=())
         return op
     return wrap(fn) if fn is not None else wrap
 
 
-__all__ = ["ElementwiseOp", "IndexOp", "IndexBody", "IndexSum", "IndexMax", "elementwise",
-           "index_op", "REGISTRY", "Graph", "broadcast_shapes", "as_node", "AttrKind", "Ints",
+__all__ = ["ElementwiseOp", "IndexOp", "IndexBody", "IndexSum", "IndexMax", "elementwise", "check_derivative",
+           "index_op", "REGISTRY", "ACTIVATIONS", "Graph", "broadcast_shapes", "as_node", "AttrKind", "Ints",
            "NUMBER", "BOOL", "INT", "SHAPE", "PLAIN"]
