@@ -82,7 +82,7 @@ FAST_EXP = '''def fast_exp(x):
     if x > _F(100.0):
         x = _F(100.0)
     elif tiny:
-        x = _F(-87.33654022216797)
+        x = _F(0.0)    # computed, then replaced by 0: an x near the switch makes p * 2**-126 subnormal
     n = np.floor(x * _F(1.4426950408889634) + _F(0.5))
     r = x - n * _F(0.693145751953125) - n * _F(1.428606765330187e-06)
     p = _F(0.001388888888888889)

@@ -58,13 +58,14 @@ class Sigmoid(Primitive):
     helper_name = "sigmoid"
     scalar_source = (
         "def sigmoid(x):\n"
-        "    if x >= F(0.0):\n"
-        "        return F(1.0) / (F(1.0) + math.exp(-x))\n"
-        "    e = math.exp(x)\n"
+        "    # selects, not early returns, so a loop over it vectorises; e = exp(-|x|) <= 1\n"
+        "    e = math.exp(-abs(x))\n"
+        "    s = F(1.0) / (F(1.0) + e)\n"
+        "    r = s if x >= F(0.0) else e * s\n"
         "    # the smallest normal number of the kernel's dtype (F(1e-300) is 0 in float32 only)\n"
-        "    if e < (F(1.1754943508222875e-38) if F(1e-300) == F(0.0) else F(2.2250738585072014e-308)):\n"
-        "        return F(0.0)\n"
-        "    return e / (F(1.0) + e)\n"
+        "    if r < (F(1.1754943508222875e-38) if F(1e-300) == F(0.0) else F(2.2250738585072014e-308)):\n"
+        "        r = F(0.0)\n"
+        "    return r\n"
     )
 
     @staticmethod
