@@ -216,3 +216,17 @@ def test_the_reference_executor_reduces_zero_rows_alike():
     assert values[nodes[0].name] == 0.0
     assert np.all(np.isnan(values[nodes[1].name])) and np.isnan(values[nodes[2].name])
     assert values[nodes[3].name].shape == (1, 3) and np.all(np.isnan(values[nodes[3].name]))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_bce_slope_at_a_certain_right_probability_is_exact(target):
+    """At p = 0 with y = 0 the loss is -log(1 - p), whose slope there is 1 (PyTorch's clamp
+    gives 0); at p = 1 with y = 1 it is -1."""
+    g = gn.Graph("bce_edge")
+    p = g.parameter("p", (2,), init=lambda rng, shape: np.array([0.0, 1.0]))
+    y = g.constant(np.array([0.0, 1.0]))
+    model = gn.compile(g, gn.bce(p, y, reduction="sum"), target=target, dtype="float64",
+                       optimizer=gn.SGD(lr=0.0))
+    loss, grads = model.loss_and_gradients({})
+    assert loss == 0.0
+    np.testing.assert_array_equal(grads["p"], [1.0, -1.0])
