@@ -49,3 +49,4 @@ from . import data
 from .io import load, load_graph, save
 from .train import History, fit, metrics
 from .lint import NumericsWarning, lint  # noqa: E402  (gn.lint; graphnn.lint.declaration_warnings)
+from .explain import explain  # noqa: E402  (gn.explain: the chain rule, path by path)
