@@ -40,7 +40,7 @@ def _scalar_constants(node):
     for parent in node.inputs:
         value = parent.attr("value") if parent.kind == "constant" else None
         if value is not None and value.size == 1:
-            v = float(value)
+            v = float(value.item())
             values[sp.Symbol(parent.name, real=True)] = _number(v)
     return values
 

@@ -53,7 +53,7 @@ class Picture:
             details.append(f"{shape} · {n} weight{'s' if n != 1 else ''}")
         elif node.kind == "constant":
             value = node.attr("value")
-            details.append(f"= {style.number(float(value))}" if value is not None and value.size == 1
+            details.append(f"= {style.number(float(value.item()))}" if value is not None and value.size == 1
                            else shape)
         elif node.kind == "op":
             op = node.op.name
@@ -62,7 +62,7 @@ class Picture:
             details.append(shape)
         value = self.values.get(node.name)
         if value is not None:
-            details.append(f"= {style.number(float(value))}" if value.size == 1
+            details.append(f"= {style.number(float(value.item()))}" if value.size == 1
                            else f"‖·‖ = {style.number(float((value ** 2).sum() ** 0.5))}")
         return style.label(self.node_title(node), *details)
 
