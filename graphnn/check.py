@@ -38,7 +38,7 @@ def check_grad(loss, feeds, wrt=None, params=None, eps=1e-6, tolerance=1e-6, see
     """Compare the derived gradient of ``loss`` with central differences.
 
     For each parameter (and each fed input, when ``wrt`` names it) it draws
-    random unit directions v and compares <grad, v> with
+    random unit directions v and compares ``<grad, v>`` with
     (L(p + eps v) - L(p - eps v)) / (2 eps), all in float64.
 
     >>> import graphnn as gn, numpy as np
