@@ -75,8 +75,28 @@ def demo(args):
     print("\npictures of the graphs and delta flows:")
     for path in lecture_pictures(args.out):
         print("  ", path)
+    print("\nthe lecture section by section, one example each (from a checkout of graphnn;\n"
+          "pictures go to examples/out, --fast trains less):")
+    for name, what in EXAMPLES:
+        print(f"  python3 examples/{name}.py   # {what}")
     print("\n" + ("all checks passed" if ok else "SOME CHECKS FAILED"))
     return 0 if ok else 1
+
+
+EXAMPLES = [   # (script in examples/, what it shows), in the lecture's order
+    ("activations", "every activation beside its derived derivative"),
+    ("linear_collapse", "identity activations collapse to one affine map; tanh does not"),
+    ("regression_net", "the 1-2-1 net, 7 weights, MSE: fit, loss curve, delta flow"),
+    ("classification_net", "the 2-2-1 classifier, 9 weights, cross-entropy: decision boundary"),
+    ("softmax_classifier", "the two-class softmax classifier as layers; gn.explain's chain rule"),
+    ("deep_network", "a deeper MLP on digits: vanishing and healthy deltas per layer"),
+    ("network_as_layer", "a pre-trained network reused shared, copied and frozen"),
+    ("autodiff_sigmoid", "sigmoid: analytic, derived and compiled derivatives agree"),
+    ("custom_layer", "a layer from one SymPy expression (Swish with a trainable beta)"),
+    ("regularization", "the lecture's regularizers on digits with a small training set"),
+    ("conv_net", "conv + pooling + dense head on digits"),
+    ("gpu", "the same graph on CUDA (the simulator when there is no GPU)"),
+]
 
 
 def render_command(args):

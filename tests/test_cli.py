@@ -1,4 +1,6 @@
 """The ``graphnn`` command."""
+import os
+
 from graphnn import cli
 
 
@@ -12,3 +14,9 @@ def test_demo_builds_derives_and_checks(capsys, tmp_path):
     # the demo writes each net's generated source and its pictures
     written = sorted(p.name for p in (tmp_path / "demo").iterdir())
     assert "regression_kernels.py" in written and "regression-deltas.svg" in written
+    # it ends by listing every lecture example with the command that runs it
+    examples = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+    for name, _ in cli.EXAMPLES:
+        assert f"python3 examples/{name}.py" in out
+        assert os.path.exists(os.path.join(examples, f"{name}.py")), f"examples/{name}.py is listed but missing"
+
