@@ -129,11 +129,17 @@ class Explanation:
         out = []
         for (b, a), paths in self.edges.items():
             products = []
+            zero = [path for path in paths if any(d.expr == 0 for d in path)]
             for path in paths:
+                if any(d.expr == 0 for d in path):
+                    continue      # a factor 0 (stop_gradient): the path adds nothing
                 if tex:
                     products.append(r" \cdot ".join(r"\left(%s\right)" % d.latex for d in path))
                 else:
                     products.append(" * ".join(f"[{d}]" for d in path))
+            if zero:
+                note = f"{len(zero)} path(s) through a zero factor (stop_gradient) left out"
+                products.append(r"\text{(%s)}" % note if tex else f"({note})")
             out.append((self._factor((b, None), (a, None), tex), products))
         return out
 

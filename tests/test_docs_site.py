@@ -72,3 +72,9 @@ def test_tutorial_has_one_section_per_lecture_example(site):
     html = _page(site, "tutorial")
     for name in LECTURE_EXAMPLES:
         assert f"examples/{name}.py" in html, name
+    assert "TUTORIAL-PLACEHOLDER" not in html, "a tutorial section is still a placeholder"
+    # every picture the tutorial shows is in the built site
+    pictures = re.findall(r'<img [^>]*src="([^"]+)"', html)
+    assert len(pictures) >= 12
+    for src in pictures:
+        assert (site / "tutorial" / src).resolve().is_file(), src

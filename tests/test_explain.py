@@ -148,3 +148,13 @@ def test_bad_input_names_the_node():
     stopped = gn.sum(gn.stop_gradient(x) * 2.0)
     with pytest.raises(gn.ArgumentError, match="no gradient with respect to wrt 'x'"):
         gn.explain(stopped, wrt=x)
+
+
+def test_paths_through_stop_gradient_are_left_out_of_a_layers_derivative():
+    """log-softmax's max shift sits behind stop_gradient: its paths multiply by 0 and add nothing."""
+    net = gn.lecture.softmax_classifier()
+    x, labels = gn.lecture.two_blobs(4, seed=0)
+    text = str(gn.explain(net.loss, wrt=net.graph.parameters["linear/W"],
+                          feed={"x": x, "y": np.eye(2)[labels[:, 0].astype(int)]}))
+    assert "2 path(s) through a zero factor (stop_gradient) left out" in text
+    assert "max_shift" not in text
