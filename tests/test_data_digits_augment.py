@@ -59,3 +59,10 @@ def test_random_shift_flip_noise_and_augment_chain():
     out = aug(flat, np.random.default_rng(2))
     assert out.shape == (50, 64) and not np.array_equal(out, flat)
     np.testing.assert_array_equal(flat, imgs.reshape(50, 64))
+
+
+def test_random_shift_of_no_images_is_no_images():
+    from graphnn.data import augment
+    empty = np.zeros((0, 8, 8))
+    out = augment.random_shift(empty, 1, rng=0)
+    assert out.shape == (0, 8, 8) and out.dtype == np.float64

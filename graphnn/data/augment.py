@@ -37,6 +37,8 @@ def random_shift(images, max_shift=1, rng=None, fill=0.0):
     """Each image moved by its own random (dy, dx), |dy|, |dx| <= ``max_shift``."""
     rng, images = _rng(rng), np.asarray(images)
     moves = rng.integers(-max_shift, max_shift + 1, size=(len(images), 2))
+    if len(images) == 0:        # np.stack of nothing raises
+        return np.array(images, dtype=np.result_type(images, np.float64))
     return np.stack([shift(img, int(dy), int(dx), fill) for img, (dy, dx) in zip(images, moves)])
 
 
