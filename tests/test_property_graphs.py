@@ -247,6 +247,11 @@ class Writer:
         target = tuple(1 if self.draw(st.booleans()) else d for d in tail)
         return self.op(f"gn.sum_to({a}, shape={target!r}{self.name_kw()})")
 
+    def label_one_hot(self, name):
+        """Integer class labels, fed to an input (N, 1), as one-hot rows (N, width)."""
+        labels = self.input((None, 1), f"rng.integers(0, {self.width}, ({self.batch}, 1))")
+        return self.op(f"gn.REGISTRY['label_one_hot']({labels}, classes={self.width}{self.name_kw()})")
+
     def image(self, name):
         """conv2d -> a pooling -> flatten -> matmul: an image branch joining the graph."""
         channels, stride, padding = (self.draw(st.integers(1, 2)), self.draw(st.integers(1, 2)),
@@ -287,7 +292,7 @@ class Writer:
 
 
 INDEX_WRITTEN = {"matmul", "linear", "sum", "mean", "max", "sum_to", "conv2d", "max_pool2d",
-                 "avg_pool2d", "flatten"}
+                 "avg_pool2d", "flatten", "label_one_hot"}
 
 
 def step_kinds(finite_differences):

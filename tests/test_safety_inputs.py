@@ -302,7 +302,7 @@ def test_feeds_that_are_not_arrays_of_numbers_are_refused_by_name(model, value, 
 
 def test_feeds_must_be_a_dict(model):
     with pytest.raises(gn.FeedError, match="feeds must be a dict"):
-        model.predict(X)
+        model.predict([X, Y])       # a bare X is taken (issue 14): the one input's rows
     with pytest.raises(gn.FeedError, match="feeds must be a dict"):
         model.train_steps([X, Y])
 

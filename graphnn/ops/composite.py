@@ -13,7 +13,8 @@ from ..graph.node import Node, format_shape
 from . import elementwise as ew
 from . import index_ops as ix
 from .primitives import ClampedLog, Softplus, StopGradient
-from .registry import NUMBER, _short, as_node, elementwise
+from .index_body import indices
+from .registry import NUMBER, _short, as_node, elementwise, index_op
 
 
 @elementwise
@@ -118,17 +119,43 @@ def binary_cross_entropy_with_logits(z, y, reduction="mean", name="bce_logits"):
         return _reduce(bce_logits_elementwise(z, y), reduction, name)
 
 
+@index_op(examples=[{"labels": (None,), "classes": 3}, {"labels": (None, 1), "classes": 2}])
+def label_one_hot(labels, classes: int = 2):
+    """Class labels (N,) or (N, 1) -- integers fed to a float input -- as one-hot rows
+    (N, classes): row n is 1 in column labels[n], 0 elsewhere. The body is the bump
+    (1 - d^2)^2 where |d| < 1, d = label - c, else 0: exactly one-hot at integer labels, with
+    slope 0 there, and smooth between them (as the op sweeps need of every op)."""
+    n, c = indices("n c")
+    d = (labels[n] if labels.ndim == 1 else labels[n, 0]) - c
+    return (n, (c, classes)), sp.Piecewise(((1 - d ** 2) ** 2, d ** 2 < 1), (0, True))
+
+
+def _labels(prediction, y):
+    """Whether ``y`` holds class labels: shape (N,) or (N, 1) against a prediction (N, C) with
+    C > 1 columns."""
+    return (isinstance(prediction, Node) and isinstance(y, Node) and len(prediction.shape) == 2
+            and isinstance(prediction.shape[1], int) and prediction.shape[1] > 1
+            and y.shape in ((prediction.shape[0],), (prediction.shape[0], 1)))
+
+
 def nll(log_probs, y, reduction="mean", name="nll"):
-    """Negative log-likelihood of one-hot targets ``y``: -sum_c y_c log p_c per example."""
-    y = _check_same(log_probs, y, name)
+    """Negative log-likelihood: -sum_c y_c log p_c per example, of one-hot targets ``y`` (N, C)
+    or of integer class labels ``y`` (N,) or (N, 1) (as PyTorch's ``nll_loss``)."""
+    labels = _labels(log_probs, y)
+    if not labels:
+        y = _check_same(log_probs, y, name)
     with _scoped(log_probs, name, "nll"):
+        if labels:
+            y = label_one_hot(y, classes=log_probs.shape[1], name="one_hot")
         per_example = ix.sum_(nll_elementwise(y, log_probs), axis=-1)
         return _reduce(per_example, reduction, name)
 
 
 def softmax_cross_entropy(logits, y, reduction="mean", name="softmax_ce"):
-    """Cross-entropy of one-hot targets against softmax(logits)."""
-    _check_same(logits, y, name)
+    """Cross-entropy against softmax(logits) of one-hot targets ``y`` (N, C) or of integer
+    class labels ``y`` (N,) or (N, 1) (as PyTorch's ``cross_entropy``)."""
+    if not _labels(logits, y):
+        _check_same(logits, y, name)
     with _scoped(logits, name, "softmax_cross_entropy"):
         return nll(log_softmax(logits), y, reduction=reduction)
 

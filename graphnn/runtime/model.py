@@ -213,8 +213,10 @@ class Model:
     __call__ = forward
 
     def predict(self, feeds, training=False):
-        """The first output's array."""
-        return next(iter(self.forward(feeds, training).values()))
+        """The first output's array for ``feeds``: a dict {input name: array}, or a bare array
+        where the outputs read one input (``model.predict(X)``, as Keras)."""
+        from ..train.fit import as_feeds
+        return next(iter(self.forward(as_feeds(self, feeds, what="predict"), training).values()))
 
     def loss_and_gradients(self, feeds, training=False):
         """(loss, {parameter name: gradient}) without changing the parameters."""
@@ -356,10 +358,70 @@ class Model:
             self._step_hyper = [k for k in self._hyper() if k in wanted]
         return self._step_hyper
 
-    def fit(self, feeds, **kwargs):
-        """Train on ``feeds`` (see :func:`graphnn.train.fit`)."""
+    def fit(self, feeds, y=None, epochs=10, batch_size=32, shuffle=True, validation_data=None,
+            validation_split=None, metrics=(), patience=None, monitor=None, min_delta=0.0,
+            restore_best=True, seed=0, verbose=True, augment=None, target=None, output=None,
+            eval_batch_size=1024, optimizer=None):
+        """Train on ``feeds`` -- a dict {input name: array}, or ``fit(X, y)`` with arrays where
+        the outputs read one input and the loss one other -- and return a History
+        (see :func:`graphnn.train.fit` for every argument)."""
         from ..train.fit import fit
-        return fit(self, feeds, **kwargs)
+        return fit(self, feeds, y, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
+                   validation_data=validation_data, validation_split=validation_split,
+                   metrics=metrics, patience=patience, monitor=monitor, min_delta=min_delta,
+                   restore_best=restore_best, seed=seed, verbose=verbose, augment=augment,
+                   target=target, output=output, eval_batch_size=eval_batch_size,
+                   optimizer=optimizer)
+
+    def evaluate(self, feeds, y=None, metrics=(), target=None, output=None, batch_size=1024):
+        """Loss and metrics in evaluation mode: {"loss": ..., "accuracy": ...}.
+
+        ``feeds`` is a dict {input name: array}, or ``evaluate(X, y)`` as :meth:`fit` takes
+        them (see :func:`graphnn.train.evaluate`)."""
+        from ..train.fit import as_feeds, evaluate
+        return evaluate(self, as_feeds(self, feeds, y, "evaluate", target, output), metrics,
+                        target, output, batch_size)
+
+    def summary(self, print_fn=print):
+        """A table of the model's layers (top-level scopes) in the order they compute: output
+        shape, parameter count, trainable or frozen; then the total weights and the optimizer.
+        Printed with ``print_fn`` (``None``: not printed) and returned as a string."""
+        from ..graph.node import format_shape
+        roots = [*self.output_nodes.values()] + ([self.loss_node] if self.loss_node is not None else [])
+        rows = {}               # layer -> [kind, last node, parameter names]
+        for n in topological(roots):
+            if n.role in ("optimizer",):
+                continue
+            layer = n.scope.split("/")[0] if n.scope else n.name
+            row = rows.setdefault(layer, ["input" if n.kind == "input" else "", None, []])
+            if n.kind == "parameter":
+                row[2].append(n.name)
+            elif n.kind == "op" or row[1] is None:
+                row[1] = n
+        table = [("layer", "output shape", "params", "trainable")]
+        for layer, (kind, last, names) in rows.items():
+            size = sum(self.params[k].size for k in names if k in self.params)
+            frozen = [k for k in names if k in self.params and k not in self.trainable]
+            state = "-" if not names else "frozen" if len(frozen) == len(names) else \
+                "partly" if frozen else "yes"
+            shape = format_shape(last.shape) if last is not None else "-"
+            table.append((layer + (" (input)" if kind else ""), shape, str(size), state))
+        widths = [max(len(r[i]) for r in table) for i in range(4)]
+        line = "  ".join("-" * w for w in widths)
+        text = [f"Model {self.graph.name!r} (target={self.target}, dtype={self.dtype.name})", line]
+        for i, r in enumerate(table):
+            text.append("  ".join(c.rjust(w) if j == 2 else c.ljust(w)
+                                  for j, (c, w) in enumerate(zip(r, widths))).rstrip())
+            if i == 0:
+                text.append(line)
+        total = sum(v.size for v in self.params.values())
+        trainable = sum(self.params[k].size for k in self.trainable)
+        text += [line, f"total weights: {total} ({trainable} trainable, {total - trainable} frozen)",
+                 f"optimizer: {self.optimizer!r}" if self.optimizer is not None else "optimizer: none"]
+        result = _Summary("\n".join(text))
+        if print_fn is not None:
+            print_fn(result)
+        return result
 
     def compile_status(self):
         """{program: stage} of the programs called so far on the CPU target.
@@ -446,6 +508,13 @@ class Model:
     def __repr__(self):
         return (f"<Model {self.graph.name!r} target={self.target} dtype={self.dtype.name} "
                 f"params={sum(v.size for v in self.params.values())}>")
+
+
+class _Summary(str):
+    """The text of :meth:`Model.summary`; its repr is short, as the table was printed."""
+
+    def __repr__(self):
+        return f"<summary: {self.splitlines()[0]}>"
 
 
 class _Buffers(dict):

@@ -13,6 +13,7 @@ so the same call gives the same history and parameters.
 >>> len(history["loss"])
 3
 """
+import importlib.util
 import math
 import time
 import warnings
@@ -20,7 +21,11 @@ from collections.abc import Mapping
 
 import numpy as np
 import sympy as sp
-from tqdm.auto import tqdm
+
+if importlib.util.find_spec("ipywidgets") is not None:
+    from tqdm.auto import tqdm      # a widget in Jupyter
+else:
+    from tqdm.std import tqdm       # tqdm.auto would warn "IProgress not found" in Jupyter
 
 from ..errors import ArgumentError, FeedError
 from ..graph.traverse import topological
@@ -87,6 +92,39 @@ def _target_and_output(model, target, output):
     return target, output
 
 
+def as_feeds(model, x, y=None, what="fit", target=None, output=None):
+    """The feeds dict of ``x``: a dict as it is; a bare array for the one input the model's
+    outputs read, with ``y`` (if given) for the target (the one other input the loss reads)."""
+    if isinstance(x, Mapping):
+        if y is not None:
+            raise ArgumentError(f"{what}: pass the targets inside the feeds dict, or x and y as "
+                                f"arrays; not a dict and y=")
+        return x
+    if isinstance(x, (list, tuple)) and any(hasattr(v, "shape") for v in x):
+        raise FeedError(f"{what}: feeds must be a dict {{input name: array}} (or one array for a "
+                        f"graph with one input); got a {type(x).__name__} of arrays")
+    inputs = sorted(_user_inputs(model.programs["forward"].nodes))
+    if len(inputs) != 1:
+        raise FeedError(f"{what}: a bare array feeds a graph with one input; graph "
+                        f"{model.graph.name!r} has inputs {inputs}: pass a dict "
+                        f"{{{', '.join(repr(k) + ': ...' for k in inputs)}}}")
+    feeds = {inputs[0]: x}
+    if y is None and what != "predict" and model.loss_node is not None:
+        others = sorted(_user_inputs(topological([model.loss_node])) - {inputs[0]})
+        if others:
+            raise FeedError(f"{what}: the loss of {model.graph.name!r} also reads input(s) {others} "
+                            f"(the targets); pass them as y ({what}(X, y)) or pass a feeds dict")
+    if y is not None:
+        if model.loss_node is None:
+            raise ArgumentError(f"{what}: y= needs a loss to read it; this model has none")
+        name, _ = _target_and_output(model, target, output)
+        if name is None or name == inputs[0]:
+            raise ArgumentError(f"{what}: the loss of {model.graph.name!r} reads no target besides "
+                                f"input {inputs[0]!r}; leave out y")
+        feeds[name] = y
+    return feeds
+
+
 def _arrays(feeds, what):
     """{name: NumPy array} of a feeds dict, each checked (see :func:`feed_array`)."""
     if not isinstance(feeds, Mapping):
@@ -112,6 +150,22 @@ def _batched(model, feeds, what="fit"):
         raise FeedError(f"{what}: the feeds have 0 rows ({', '.join(names)}); there is nothing to "
                         f"{'evaluate' if what != 'fit' else 'train on'}")
     return names, n
+
+
+def _split(feeds, batched, n, fraction, validation_data):
+    """(training feeds, validation feeds): the last ``fraction`` of the rows held out."""
+    if validation_data is not None:
+        raise ArgumentError("fit: pass validation_data or validation_split, not both")
+    if isinstance(fraction, (bool, np.bool_)) or not isinstance(fraction, (int, float, np.floating)) \
+            or not 0 < fraction < 1:
+        raise ArgumentError(f"fit: validation_split must be a fraction between 0 and 1 "
+                            f"(e.g. 0.2); got {fraction!r}")
+    cut = int(n * (1 - fraction))       # as Keras: the last rows, before shuffling
+    if cut < 1 or cut >= n:
+        raise FeedError(f"fit: validation_split={fraction} of {n} rows leaves "
+                        f"{'no training' if cut < 1 else 'no validation'} rows; feed more rows "
+                        f"or change the fraction")
+    return _take(feeds, batched, slice(0, cut)), _take(feeds, batched, slice(cut, n))
 
 
 def _take(feeds, batched, rows):
@@ -195,22 +249,37 @@ def _took(build):
     return f"{seconds:.2f} s{reused}"
 
 
+def _restart_clock(bar):
+    """Measure the bar's rate (and ETA) from now on, counting the steps done as its start."""
+    if bar.disable:
+        return
+    done = bar.n
+    bar.reset()
+    bar.n = bar.last_print_n = bar.initial = done
+    bar.refresh()
+
+
 def _improved(value, best, mode, min_delta):
     if best is None:
         return True
     return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
-def fit(model, feeds, epochs=10, batch_size=32, shuffle=True, validation_data=None, metrics=(),
-        patience=None, monitor=None, min_delta=0.0, restore_best=True, seed=0, verbose=True,
-        augment=None, target=None, output=None, eval_batch_size=1024, optimizer=None):
+def fit(model, feeds, y=None, epochs=10, batch_size=32, shuffle=True, validation_data=None,
+        validation_split=None, metrics=(), patience=None, monitor=None, min_delta=0.0,
+        restore_best=True, seed=0, verbose=True, augment=None, target=None, output=None,
+        eval_batch_size=1024, optimizer=None):
     """Train ``model`` on ``feeds`` ({input name: array}) and return a :class:`History`.
 
+    * ``feeds, y``: as in Keras, ``fit(X, y)`` with bare arrays where the outputs read one
+      input (``X``) and the loss one other (the target, ``y``).
     * ``epochs``, ``batch_size``, ``shuffle``: mini-batches drawn without replacement
       each epoch (the last batch may be smaller).
     * ``metrics``: names ("accuracy", "mse", "mae", ...) or callables ``f(pred, target)``,
       computed after each epoch in evaluation mode on the training data and on
-      ``validation_data`` (a feeds dict); logged as "accuracy", "val_accuracy"...
+      ``validation_data`` (a feeds dict, or ``(X, y)``); logged as "accuracy", "val_accuracy"...
+    * ``validation_split``: a fraction in (0, 1): the last rows of the feeds, taken before
+      any shuffling (as Keras), are held out as ``validation_data``.
       The prediction is ``output`` (default the model's first output) and the target the
       feed ``target`` (default: the one input the loss reads and the output does not).
     * ``patience``: early stopping after that many epochs without improvement of
@@ -235,10 +304,15 @@ def fit(model, feeds, epochs=10, batch_size=32, shuffle=True, validation_data=No
     if patience is not None:
         patience = _positive_int("fit: patience", patience, zero=True)
     eval_batch_size = _positive_int("fit: eval_batch_size", eval_batch_size)
-    feeds = _arrays(feeds, "fit: feeds")
+    feeds = _arrays(as_feeds(model, feeds, y, "fit", target, output), "fit: feeds")
     batched, n = _batched(model, feeds)
+    if validation_split is not None:
+        feeds, validation_data = _split(feeds, batched, n, validation_split, validation_data)
+        n -= len(validation_data[batched[0]])
     model._check_training_feeds(feeds, "fit")        # names, shapes and dtypes, before any step
     if validation_data is not None:                  # before training, not after the first epoch
+        if isinstance(validation_data, tuple) and len(validation_data) == 2:
+            validation_data = as_feeds(model, *validation_data, "fit: validation_data", target, output)
         validation_data = _arrays(validation_data, "fit: validation_data")
         _batched(model, validation_data, "fit: validation_data")
         check_feeds([node for node in model.programs["gradients"].nodes if node.role != "optimizer"],
@@ -266,7 +340,7 @@ def fit(model, feeds, epochs=10, batch_size=32, shuffle=True, validation_data=No
     batches = math.ceil(n / batch_size)
     build = _compile_step(model, batch_size, verbose)   # before the bar: its ETA starts after it
     data = None if augmenters else model._training_data(feeds)[0]
-    chunk = 1
+    chunk, timed = 1, False
     bar = tqdm(total=epochs * batches, disable=not verbose, unit="batch", dynamic_ncols=True, leave=True)
     try:
         # Ctrl-C ends the step in progress first: the model is left after a completed step
@@ -296,8 +370,11 @@ def fit(model, feeds, epochs=10, batch_size=32, shuffle=True, validation_data=No
                         if verbose:
                             bar.write(f"compiled the training step in the background in {_took(build)}; "
                                       f"steps now run the compiled kernels")
-                        build = None
+                        build, timed = None, False
                     bar.update(count)
+                    if not timed and build is None:     # the ETA counts compiled steps only:
+                        _restart_clock(bar)             # the first ones include compiling
+                        timed = True
                     bar.set_postfix(loss=f"{total / min(n, b * batch_size):.4g}", refresh=False)
                 logs = {"loss": total / n}
                 if not np.isfinite(logs["loss"]):
@@ -324,9 +401,17 @@ def fit(model, feeds, epochs=10, batch_size=32, shuffle=True, validation_data=No
                     if patience is not None and waited >= patience:
                         history.stopped_early = True
                         break
-            if best_params is not None and history.best_epoch != history.epoch[-1]:
+            restored = best_params is not None and history.best_epoch != history.epoch[-1]
+            if restored:
                 with INTERRUPTS:
                     model.set_params(best_params)
+            if history.stopped_early and verbose:
+                bar.total = bar.n       # the bar ends full, and says why it ended early
+                bar.refresh()
+                bar.write(f"early stop at epoch {history.epoch[-1] + 1}: {monitor} did not improve "
+                          f"for {patience} epoch(s); "
+                          + (f"restored the best weights (epoch {history.best_epoch + 1})" if restored
+                             else "kept the last weights"))
     finally:
         bar.close()
         model.history = history     # the epochs completed, also when interrupted
