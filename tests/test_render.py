@@ -56,7 +56,7 @@ def test_forward_dot_has_nodes_edges_clusters_shapes_and_weights():
     assert len(node_ids(source)) == 12
     assert len(edges(source)) == 11
     assert source.count("subgraph cluster_") == 3
-    for text in ('label="hidden · 4 weights"', 'label="output · 3 weights"', "label=mse",
+    for text in ('label="hidden · 4 weights\\l"', 'label="output · 3 weights\\l"', 'label="mse\\l"',
                  'label="x\\n(N, 1)"', 'label="tanh\\n(N, 2)"', 'label="W\\n(1, 2) · 2 weights"',
                  'label="z\\nlinear (N, 2)"', "mean ()"):
         assert text in source, text
@@ -81,7 +81,7 @@ def test_collapse_names_scopes_and_depth_expands_nested_scopes():
     one = gn.render(loss, depth=1).source
     assert one.count("subgraph cluster_") == 5                     # 3 blocks, head, mse
     assert one.count("shape=box3d") == 6                           # their layers, collapsed
-    assert 'label="block0 · 40 weights"' in one
+    assert 'label="block0 · 40 weights\\l"' in one
     full = gn.render(loss).source
     assert "shape=box3d" not in full and full.count("subgraph cluster_") == 11
 
@@ -111,7 +111,7 @@ def test_delta_flow_edges_carry_local_derivatives():
                  "δ tanh", "∂L/∂W", "= 1 (seed)"):
         assert text in source, text
     assert "LaTeX: " in source                                       # LaTeX in the tooltips
-    assert picture.derivatives[("hidden/tanh", 0)].latex.startswith("\\frac{\\partial tanh}{\\partial z}")
+    assert picture.derivatives[("hidden/tanh", 0)].latex.startswith("\\frac{\\partial \\mathrm{tanh}}{\\partial z}")
     assert picture.derivatives[("hidden/tanh", 0)].text == "1 - tanh(z)**2"
     assert 'label="δ y\\n' not in source                                    # targets get no delta by default
     assert 'label="δ y\\n' in gn.render(lecture.regression_net(), deltas=True, input_deltas=True).source
@@ -122,7 +122,7 @@ def test_derivative_text_is_readable():
     bce = net.loss.inputs[0]
     text = EdgeDerivative(bce, 0).text
     assert text == "(1 - y)/(1 - sigmoid) - y/sigmoid"
-    assert EdgeDerivative(net.output, 0).text == "(1 - sigmoid(z))*sigmoid(z)"
+    assert EdgeDerivative(net.output, 0).text == "(1 - σ(z))*σ(z)"
     g = gn.Graph()
     x = g.input("x", (None, 1))
     assert EdgeDerivative(0.5 * x, 1).text == "0.5"                 # scalar constants show their value

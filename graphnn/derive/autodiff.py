@@ -56,6 +56,11 @@ class Backward:
     def __repr__(self):
         return f"<Backward of {self.loss.name}: {len(self.delta_items)} deltas, {len(self.gradients)} gradients>"
 
+    def _repr_svg_(self):
+        """Jupyter shows the backward graph as the delta-flow picture of its loss."""
+        from ..render import render
+        return render(self.loss, deltas=True).svg()
+
 
 _names_in_use = {}  # per derive() call: delta names are deterministic, not graph-global
 _tie_nodes = {}     # per derive() call: (id of a forward node, name) -> its auxiliary node

@@ -155,6 +155,11 @@ class Node:
     def __repr__(self):
         return f"<Node {self.name}: {self.op_name} {format_shape(self.shape)}>"
 
+    def _repr_svg_(self):
+        """Jupyter shows a node as the picture of the graph that computes it."""
+        from ..render import render
+        return render(self).svg()
+
     # -- operators build op nodes (ops import lazily: graph must not import ops) --
     def _ops(self):
         from .. import ops
@@ -443,3 +448,8 @@ class Graph:
     def __repr__(self):
         return (f"<Graph {self.name!r}: {len(self.inputs)} inputs, "
                 f"{len(self.parameters)} parameters ({self.num_parameters} weights)>")
+
+    def _repr_svg_(self):
+        """Jupyter shows a graph with named outputs as their picture (else as text)."""
+        from ..render import render
+        return render(self).svg() if self.outputs else None

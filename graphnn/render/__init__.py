@@ -33,7 +33,8 @@ def render(target, deltas=False, feed=None, depth=None, collapse=(), params=None
     None expands all. ``collapse``: scope names to draw as one box anyway.
     ``feed``: input arrays; with ``deltas=True`` the picture shows δ norms,
     gradient norms and colours δ edges by magnitude (without deltas it shows
-    value norms). ``params`` overrides parameter values. ``layers``: {tag: node}
+    value norms). ``params`` overrides parameter values; given params (a compiled
+    model passes its current ones), parameter boxes show their value or norm. ``layers``: {tag: node}
     names shown on nodes (e.g. the lecture's z1..z4). ``input_deltas``: also
     draw the deltas of inputs (default: only what parameters need).
 
@@ -46,8 +47,10 @@ def render(target, deltas=False, feed=None, depth=None, collapse=(), params=None
     >>> svg = picture.svg()              # works without system Graphviz
     """
     name, outputs, loss, tags = _resolve(target, layers)
-    if params is None and isinstance(getattr(target, "params", None), dict):
-        params = target.params  # a compiled model draws its trained values
+    if params is None and callable(getattr(target, "get_params", None)):
+        params = target.get_params()  # a compiled model draws its trained values
+    elif params is None and isinstance(getattr(target, "params", None), dict):
+        params = target.params
     if deltas and loss is None:
         raise GraphnnError(f"render(deltas=True) needs a scalar loss; {name!r} has none among "
                            f"{[o.name for o in outputs]} -- pass the loss node or an object with .loss")
@@ -70,6 +73,9 @@ def render(target, deltas=False, feed=None, depth=None, collapse=(), params=None
     elif feed is not None:
         from ..reference import evaluate
         picture.values = evaluate(layout.nodes, feed, params=params)
+    for node in layout.nodes:  # parameter values (a trained model's differ from an untrained one's)
+        if node.kind == "parameter" and params and node.name in params:
+            picture.values.setdefault(node.name, np.asarray(params[node.name], dtype=np.float64))
     picture.settle_columns(backend.pipe)
     return Rendering(picture.digraph().source, picture.title, derivatives, loss_value)
 

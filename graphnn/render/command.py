@@ -3,7 +3,7 @@ import importlib
 import os
 import sys
 
-from ..errors import GraphnnError
+from ..errors import FeedError, GraphnnError
 
 
 def load(spec):
@@ -25,16 +25,51 @@ def load(spec):
     return function()
 
 
-def run(spec, out, deltas=False, depth=None, collapse=()):
+def load_feed(path):
+    """The arrays of an ``.npz`` file (``np.savez``), by name: the feed of ``--feed``."""
+    import zipfile
+
+    import numpy as np
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not hasattr(data, "files"):
+            raise ValueError("it holds one array, not arrays by input name")
+        with data:
+            return {name: data[name] for name in data.files}
+    except OSError as e:
+        raise FeedError(f"--feed {path!r}: cannot read it ({e.strerror or e})") from None
+    except (ValueError, zipfile.BadZipFile) as e:
+        raise FeedError(f"--feed {path!r} is not an .npz file of arrays by input name ({e}); write one "
+                        f"with np.savez(path, x=X, y=Y)") from None
+
+
+def check_format(out):
+    """Refuse at once an ``out`` whose format this machine cannot make (PNG/PDF without ``dot``)."""
+    from . import backend
+    fmt = backend.format_for_path(out)
+    if fmt not in backend.IN_PROCESS_FORMATS and not backend.system_dot():
+        raise backend.RenderFormatError(
+            f"--out {out!r}: {fmt.upper()} needs the system Graphviz `dot` program, which is not on "
+            f"PATH; {backend.INSTALL_HINT}")
+    return fmt
+
+
+def run(spec, out, deltas=False, depth=None, collapse=(), feed=None):
     """Render the graph ``spec`` builds to ``out``; returns the path written.
 
     The function may return a Graph, an output or loss node, or an object with
     ``.loss`` and ``.graph`` (a ``feed`` attribute, if present, annotates the
-    delta flow with values).
+    delta flow with values). ``feed``: a path to an ``.npz`` file of input
+    arrays by name, which wins over the object's ``feed``: δ norms with
+    ``deltas``, value norms without. The output format is checked first,
+    before the function runs.
     """
     from . import render
+    check_format(out)
+    feed = load_feed(feed) if feed is not None else None
     target = load(spec)
-    feed = getattr(target, "feed", None) if deltas else None
+    if feed is None and deltas:
+        feed = getattr(target, "feed", None)
     picture = render(target, deltas=deltas, feed=feed, depth=depth, collapse=collapse)
     return picture.save(out)
 
@@ -43,7 +78,7 @@ def main(args):
     """Entry point of the ``render`` subcommand (argparse namespace in, exit status out)."""
     try:
         path = run(args.target, args.out, deltas=args.deltas, depth=args.depth,
-                   collapse=args.collapse or ())
+                   collapse=args.collapse or (), feed=args.feed)
     except (GraphnnError, ImportError, TypeError) as e:
         print(f"graphnn render: {e}", file=sys.stderr)
         return 2

@@ -7,9 +7,14 @@ unambiguous ('1 - tanh(z)**2') and the primitives are shown as the functions
 they stand for (1/p, log p, sigmoid).
 """
 import sympy as sp
+from sympy.printing.latex import LatexPrinter, greek_letters_set
+from sympy.printing.str import StrPrinter
 
 from ..derive.local import local_derivative
 from .style import shorten
+
+SIGMA, PHI, CDF = sp.Function("σ"), sp.Function("φ"), sp.Function("Φ")  # sigmoid, normal pdf and cdf
+_LATEX_FUNCTIONS = {"σ": r"\sigma", "φ": r"\varphi", "Φ": r"\Phi"}
 
 
 class EdgeDerivative:
@@ -22,16 +27,16 @@ class EdgeDerivative:
         self.expr = _display(ld.expr.xreplace(_scalar_constants(node)).xreplace(renames))
         self.of = ld.of_access.xreplace(renames)
         self.wrt = ld.wrt_access.xreplace(renames)
-        self.text = shorten(str(self.expr))
+        self.text = shorten(_Text().doprint(self.expr))
 
     @property
     def full(self):
-        return f"∂{self.of}/∂{self.wrt} = {self.expr}"
+        return f"∂{self.of}/∂{self.wrt} = {_Text().doprint(self.expr)}"
 
     @property
     def latex(self):
-        return r"\frac{\partial %s}{\partial %s} = %s" % (sp.latex(self.of), sp.latex(self.wrt),
-                                                         sp.latex(self.expr))
+        latex = _Latex().doprint
+        return r"\frac{\partial %s}{\partial %s} = %s" % (latex(self.of), latex(self.wrt), latex(self.expr))
 
 
 def _scalar_constants(node):
@@ -90,7 +95,61 @@ def _display(expr):
             replacements[call] = 1 / call.args[0]
         elif kind.startswith("Clamped"):
             replacements[call] = sp.Function(kind[len("Clamped"):].lower())(*call.args)
-        elif kind in ("Sigmoid", "Softplus", "StopGradient"):
+        elif kind == "Sigmoid":
+            replacements[call] = SIGMA(*call.args)
+        elif kind == "Expm1":
+            replacements[call] = sp.exp(*call.args) - 1
+        elif kind in ("Softplus", "StopGradient"):
             replacements[call] = sp.Function(kind.lower())(*call.args)
+        elif isinstance(call, sp.exp) and _plain(sp.sqrt(-2 * call.args[0])):
+            # exp(-u**2/2) = sqrt(2 pi) phi(u), erf(u/sqrt(2)) = 2 Phi(u) - 1: GELU's pieces as people write them
+            u = sp.sqrt(-2 * call.args[0])
+            replacements[call] = sp.sqrt(2 * sp.pi) * PHI(u.args[0] if isinstance(u, sp.Abs) else u)
+        elif isinstance(call, sp.erf) and _plain(sp.sqrt(2) * call.args[0]):
+            replacements[call] = 2 * CDF(sp.sqrt(2) * call.args[0]) - 1
     # nested primitives (log of a sigmoid) are replaced one level per pass
     return _display(expr.xreplace(replacements)) if replacements else expr
+
+
+def _plain(u):
+    """Whether ``u`` is a simple argument (no root or power left) to write phi(u) or Phi(u) with."""
+    return not u.has(sp.sqrt(2)) and not any(p.exp.is_Rational and not p.exp.is_Integer
+                                              for p in u.atoms(sp.Pow))
+
+
+class _Text(StrPrinter):
+    """SymPy's text, with conditions as people write them: '1 if z > 0 else 0'."""
+
+    def doprint(self, expr):
+        self._top = expr
+        return super().doprint(expr)
+
+    def _print_Piecewise(self, expr):
+        parts = []
+        for value, condition in expr.args:
+            if condition == sp.true:
+                parts.append(self._print(value))
+                break
+            parts.append(f"{self._print(value)} if {self._print(condition)} else")
+        else:
+            parts.append("nan")
+        text = " ".join(parts)
+        return text if expr is self._top else f"({text})"
+
+
+class _Latex(LatexPrinter):
+    """SymPy's LaTeX, with node names upright ('\\mathrm{hidden/tanh}') and σ, φ, Φ as symbols."""
+
+    def _print_Symbol(self, expr, style="plain"):
+        name = expr.name
+        if len(name) > 1 and name.lower() not in greek_letters_set:
+            return r"\mathrm{%s}" % name.replace("_", r"\_")
+        return super()._print_Symbol(expr, style=style)
+
+    def _print_Function(self, expr, exp=None):
+        name = type(expr).__name__
+        if name in _LATEX_FUNCTIONS:
+            args = ", ".join(self._print(a) for a in expr.args)
+            text = r"%s\left(%s\right)" % (_LATEX_FUNCTIONS[name], args)
+            return text if exp is None else r"%s^{%s}" % (text, exp)
+        return super()._print_Function(expr, exp)

@@ -62,8 +62,7 @@ class Picture:
             details.append(shape)
         value = self.values.get(node.name)
         if value is not None:
-            details.append(f"= {style.number(float(value.item()))}" if value.size == 1
-                           else f"‖·‖ = {style.number(float((value ** 2).sum() ** 0.5))}")
+            details.append(style.value(value))
         return style.label(self.node_title(node), *details)
 
     def box_label(self, box):
@@ -196,7 +195,7 @@ class Picture:
     def digraph(self):
         g = graphviz.Digraph(self.name, graph_attr=style.GRAPH,
                              node_attr=style.NODE, edge_attr=style.EDGE)
-        g.attr(**style.quoted({"label": style.text(self.title)}))
+        g.attr(**style.quoted({"label": style.left(self.title)}))
         self._cluster_ids = {prefix: k for k, prefix in enumerate(self.layout.members)}
         self._emit(g, "", 0)
         for edge in self.edges:
@@ -241,7 +240,7 @@ class Picture:
                 attrs["fillcolor"] = style.CLUSTER_FILLS[min(level, len(style.CLUSTER_FILLS) - 1)]
                 if child in self.loss_scopes:
                     attrs.update(style.LOSS_CLUSTER)
-                sub.attr(**style.quoted({"label": self.cluster_label(child), "tooltip": style.text(child),
-                                         **attrs}))
+                sub.attr(**style.quoted({"label": style.left(self.cluster_label(child)),
+                                         "tooltip": style.text(child), **attrs}))
                 self._emit(sub, child, level + 1)
 

@@ -3,7 +3,10 @@ import math
 
 FONT = "Helvetica"
 
-GRAPH = {"rankdir": "LR", "fontname": FONT + "-Bold", "fontsize": "14", "nodesep": "0.22", "ranksep": "0.45",
+# The title is regular Helvetica, not Helvetica-Bold: the in-process (WebAssembly) Graphviz has no
+# fonts and estimates text widths from built-in metrics, which know "Helvetica" but not "Helvetica-Bold"
+# (it falls back to narrower Times and the picture comes out too narrow for the title).
+GRAPH = {"rankdir": "LR", "fontname": FONT, "fontsize": "15", "nodesep": "0.22", "ranksep": "0.45",
          "newrank": "true", "labelloc": "t", "labeljust": "l", "pad": "0.15", "bgcolor": "white"}
 NODE = {"fontname": FONT, "fontsize": "10", "margin": "0.08,0.03", "height": "0.3", "penwidth": "1.2"}
 EDGE = {"fontname": FONT, "fontsize": "9", "arrowsize": "0.6", "color": "#475569"}
@@ -48,6 +51,16 @@ def number(value):
     return f"{value:.2g}"
 
 
+def value(array, few=3):
+    """A node's value in one line: '= 0.31', '= [0.31, -1.2]' for a few numbers, else its norm."""
+    flat = [float(v) for v in array.reshape(-1)[:few + 1]]
+    if array.size == 1:
+        return f"= {number(flat[0])}"
+    if array.size <= few:
+        return f"= [{', '.join(number(v) for v in flat)}]"
+    return f"‖·‖ = {number(float((array ** 2).sum() ** 0.5))}"
+
+
 def magnitude(norm):
     """Edge attributes for a gradient of this norm: colour band and pen width."""
     if not math.isfinite(norm):
@@ -82,6 +95,13 @@ def label(title, *details):
     the node's id instead.
     """
     return "\\n".join(text(line) for line in (title, *details) if line)
+
+
+def left(line):
+    """A one-line label drawn left-aligned: DOT's ``\\l`` line end makes the SVG anchor the text at its
+    left edge, so a renderer whose font is wider than Graphviz's estimate spills it to the right only,
+    never off the left of the picture (labeljust=l alone keeps the text centred on the estimate)."""
+    return text(line) + "\\l"
 
 
 def shorten(text, limit=44):
