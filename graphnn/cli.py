@@ -17,15 +17,17 @@ def demo(args):
     x1, y1 = lecture.noisy_sine(200, seed=1)
     x2, labels = lecture.two_blobs(200, seed=2)
     onehot = np.eye(2)[labels[:, 0].astype(int)]
+    # how each loss reduces the batch: the lecture's softmax classifier sums its NLL
     cases = [
-        ("regression 1-2-1 tanh, MSE", lecture.regression_net(), (x1, y1), Adam(lr=0.05), "mse"),
+        ("regression 1-2-1 tanh, MSE", lecture.regression_net(), (x1, y1), Adam(lr=0.05), "mse",
+         "mean over the batch"),
         ("classifier 2-2-1 sigmoid, BCE", lecture.classifier_net(), (x2, labels), Adam(lr=0.05),
-         "binary_accuracy"),
+         "binary_accuracy", "mean over the batch"),
         ("two-class softmax classifier", lecture.softmax_classifier(), (x2, onehot), SGD(lr=0.01),
-         "accuracy"),
+         "accuracy", "summed over each batch of 32, not a mean"),
     ]
     ok = True
-    for title, net, (x, y), optimizer, metric in cases:
+    for title, net, (x, y), optimizer, metric, reduction in cases:
         feeds = {"x": x, "y": y}
         back = derive(net.loss)
         report = check_grad(net.loss, {"x": x[:16], "y": y[:16]})
@@ -46,7 +48,8 @@ def demo(args):
         print(f"   compiled CPU kernels vs NumPy reference: max relative difference {diff:.1e}")
         history = model.fit(feeds, epochs=60, batch_size=32, metrics=[metric], verbose=False, seed=0)
         last = {k: v[-1] for k, v in history.history.items()}
-        shown = ", ".join(f"{k} {v:.3f}" for k, v in last.items())
+        shown = ", ".join(f"{k} {v:.3f}" + (f" ({reduction})" if k == "loss" else "")
+                          for k, v in last.items())
         print(f"   trained 60 epochs ({model.step_count} steps): {shown}")
         path = os.path.join(args.out, f"{net.graph.name}_kernels.py")
         model.export(path)
@@ -105,17 +108,52 @@ def render_command(args):
     return render_main(args)
 
 
+DESCRIPTION = """\
+graphnn: a symbolic computational-graph compiler for neural networks (SymPy op bodies,
+delta-node autodiff, generated Numba kernels for CPU and CUDA).
+
+examples:
+  graphnn demo                                   the lecture's networks end to end
+  graphnn render graphnn.lecture:regression_net --out net.svg --deltas
+  graphnn COMMAND --help                         a command's options"""
+
+DEMO_DESCRIPTION = """\
+The lecture end to end: build the 1-2-1 regression net, the 2-2-1 classifier and the
+two-class softmax classifier; derive their backward passes; check the gradients against
+central differences; compile them to Numba kernels and compare with the NumPy reference;
+train each for 60 epochs; write the generated source and pictures of every graph and
+delta flow to --out."""
+
+RENDER_DESCRIPTION = """\
+Draw the network that FUNCTION in MODULE (a module name or a .py file) builds when called
+with no arguments. --feed data.npz (np.savez(path, x=X, y=Y), arrays by input name)
+evaluates the graph: with --deltas the picture shows the norm of every delta and gradient
+and colours the delta edges by it, without it the norm of every value. PNG and PDF need
+the system Graphviz `dot`; SVG and DOT work without it."""
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="graphnn", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="build, derive, check, compile and train the lecture's networks")
-    p.add_argument("--out", default="graphnn-demo", help="folder for the demo's pictures and source")
+    from .version import __version__
+    parser = argparse.ArgumentParser(prog="graphnn", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"graphnn {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("demo", help="build, derive, check, compile and train the lecture's networks",
+                       description=DEMO_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="graphnn-demo", metavar="FOLDER",
+                   help="folder for the demo's pictures and generated source (default: %(default)s)")
     p.set_defaults(func=demo)
-    p = sub.add_parser("render", help="draw a network a Python function builds (SVG, DOT; PNG/PDF with Graphviz)")
+    p = sub.add_parser("render", help="draw a network a Python function builds (SVG, DOT; PNG/PDF with Graphviz)",
+                       description=RENDER_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", metavar="MODULE:FUNCTION",
                    help="function returning a Graph, a loss/output node, or an object with .loss and .graph")
     p.add_argument("--out", required=True, help="output file; the extension picks the format (.svg .dot .png .pdf)")
-    p.add_argument("--deltas", action="store_true", help="draw the delta flow (backward pass)")
+    p.add_argument("--deltas", action="store_true",
+                   help="draw the delta flow (backward pass); its values come from --feed, or from "
+                        "the returned object's .feed")
+    p.add_argument("--feed", metavar="DATA.npz",
+                   help="input arrays by name (np.savez) to evaluate the graph on: norms of deltas "
+                        "and gradients with --deltas, of values without")
     p.add_argument("--depth", type=int, default=None, help="expand scopes to this depth (0: one box per layer)")
     p.add_argument("--collapse", action="append", metavar="SCOPE", help="draw this scope as one box")
     p.set_defaults(func=render_command)

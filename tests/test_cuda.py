@@ -148,19 +148,68 @@ print("PTX-OK")
 '''
 
 
+TOOLKIT_PROBE = r"""
+import numpy as np
+np.row_stack = getattr(np, "row_stack", np.vstack)  # numba-cuda 0.30 on numpy 2.5
+try:
+    from numba.cuda.cudadrv.libs import open_libdevice
+    from numba.cuda.cudadrv.nvvm import NVVM
+    NVVM().get_version()      # libNVVM, the compiler to PTX
+    open_libdevice()          # libdevice, CUDA's math library as NVVM IR
+except Exception as e:
+    print("MISSING", type(e).__name__, str(e).strip().replace(chr(10), " ")[:200])
+else:
+    print("TOOLKIT-OK")
+"""
+
+
+def cuda_toolkit_missing(prelude=""):
+    """Why the CUDA toolkit (libNVVM and libdevice, the 'numba-cuda[cu12]' wheels) cannot be
+    used in this environment, or None when it can. Only the toolkit is probed: a PTX
+    compile that fails with the toolkit present is a failure, not a skip."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    out = subprocess.run([sys.executable, "-c", prelude + TOOLKIT_PROBE], capture_output=True,
+                         text=True, env=env, timeout=300)
+    if "TOOLKIT-OK" in out.stdout:
+        return None
+    found = out.stdout.strip() or (out.stderr.strip().splitlines() or [f"exit status {out.returncode}"])[-1]
+    return ("needs the CUDA toolkit (libNVVM, libdevice): pip install 'numba-cuda[cu12]'; the "
+            "simulator tests run without it; here: " + found[:240])
+
+
+HIDE_TOOLKIT = r"""
+import cuda.pathfinder as pf
+_find = pf.load_nvidia_dynamic_lib
+def _hidden(name, *args, **kwargs):   # as on a machine without the toolkit wheels
+    if name in ("nvvm", "nvrtc"):
+        raise pf.DynamicLibNotFoundError(f"lib{name} not found (hidden by the test)")
+    return _find(name, *args, **kwargs)
+pf.load_nvidia_dynamic_lib = _hidden
+"""
+
+
+def test_without_the_toolkit_ptx_skips_with_a_reason_and_the_simulator_runs():
+    """Without libNVVM (hidden here), the PTX test's probe gives a reason naming the wheels
+    to install, while a model still compiles and runs for target='cuda' in the simulator."""
+    reason = cuda_toolkit_missing(HIDE_TOOLKIT)
+    assert reason is not None and "numba-cuda[cu12]" in reason and "libnvvm not found" in reason
+    code = HIDE_TOOLKIT + (
+        "import graphnn as gn\n"
+        "net = gn.lecture.regression_net()\n"
+        "x, y = gn.lecture.noisy_sine(4)\n"
+        "model = gn.compile(net.graph, net.loss, target='cuda', dtype='float32')\n"
+        "print('loss', model.loss_and_gradients({'x': x, 'y': y})[0])\n")
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", GRAPHNN_WAIT="1")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0 and "loss" in out.stdout, out.stderr[-2000:]
+
+
 def test_float32_device_code_has_no_float64_ptx(tmp_path):
     """Compile every generated kernel to PTX for sm_90 (no GPU needed) and count f64 instructions."""
+    missing = cuda_toolkit_missing()
+    if missing:
+        pytest.skip(missing)
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    probe = subprocess.run([sys.executable, "-c",
-                            "import numpy as np\n"
-                            "np.row_stack = getattr(np, 'row_stack', np.vstack)  # numba-cuda 0.30 on numpy 2.5\n"
-                            "from numba import cuda, types\n"
-                            "def k(a):\n    pass\n"
-                            "cuda.compile_ptx(k, types.void(types.float32[::1]), cc=(9, 0))\n"],
-                           capture_output=True, text=True, env=env, timeout=300)
-    if probe.returncode != 0:
-        pytest.skip("cuda.compile_ptx needs the CUDA toolkit wheels (pip install 'numba-cuda[cu12]'): "
-                    + probe.stderr.strip().splitlines()[-1][:200])
     out = subprocess.run([sys.executable, "-c", PTX_CHILD, str(tmp_path)], capture_output=True, text=True,
                          env=env, timeout=600)
     assert "PTX-OK" in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]

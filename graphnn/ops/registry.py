@@ -3,7 +3,7 @@
 Two kinds of op, one idea:
 
 * :class:`ElementwiseOp` -- a scalar expression of its inputs, applied with
-  NumPy broadcasting. ``@elementwise def swish(x): return x * Sigmoid(x)``.
+  NumPy broadcasting. ``@elementwise def my_swish(x): return x * Sigmoid(x)``.
 * :class:`IndexOp` -- index notation over tensors, e.g.
   ``out[n, j] = IndexSum(x[n, i] * W[i, j], i) + b[j]``; sums and maxima over
   loop indices, broadcasting by omitted indices.
@@ -15,6 +15,7 @@ import functools
 import hashlib
 import inspect
 import math
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -656,8 +657,20 @@ def check_derivative(op, attrs=None, tolerance=1e-25):
                 f"{op.domain[position]}); declare the op's domain= so the check can sample it")
 
 
+def _check_clash(op_name, replace):
+    """Refuse a declaration that would take a built-in op's name, unless it says ``replace=True``."""
+    if _flag(replace, op_name, "replace"):
+        return
+    # graphnn.ops.BUILTINS is set once graphnn's own ops are declared (absent while they are)
+    if op_name in getattr(sys.modules.get(__package__), "BUILTINS", ()):
+        raise OpDeclarationError(
+            f"op {op_name!r}: graphnn has a built-in op of that name, which this declaration would "
+            f"replace in every graph that uses it; choose another name (e.g. 'my_{op_name}'), or "
+            f"pass replace=True to replace the built-in on purpose")
+
+
 def elementwise(fn=None, *, name=None, derivative=None, activation=False, domain=None, kinks=None,
-                lint=True):
+                lint=True, replace=False):
     """Declare an elementwise op from a function returning its SymPy body.
 
     Positional parameters are inputs; keyword parameters with defaults are
@@ -665,9 +678,9 @@ def elementwise(fn=None, *, name=None, derivative=None, activation=False, domain
 
     >>> import graphnn as gn
     >>> @gn.elementwise
-    ... def swish(x):
+    ... def my_swish(x):
     ...     return x * gn.Sigmoid(x)
-    >>> swish.derivative(0)
+    >>> my_swish.derivative(0)
     x*(1 - Sigmoid(x))*Sigmoid(x) + Sigmoid(x)
 
     Keywords (all optional; the op's tests and tools read them):
@@ -685,6 +698,10 @@ def elementwise(fn=None, *, name=None, derivative=None, activation=False, domain
       issue one :class:`~graphnn.errors.NumericsWarning` if its value or a derivative gives NaN
       or overflows where the exact math is finite, or loses digits to its own arithmetic
       (default True; graphnn's own ops are linted by its test suite instead).
+    * ``replace``: the op takes the name of a built-in op (one in ``gn.BUILTINS``), which then
+      means this op wherever a graph names it; without ``replace=True`` such a clash is an
+      :class:`~graphnn.errors.OpDeclarationError`. Redeclaring one of your own ops under its
+      name needs no ``replace`` (re-running a notebook cell replaces it).
 
     >>> @gn.elementwise(activation=True, derivative=lambda x: 1 / (1 + abs(x)) ** 2)
     ... def my_softsign(x):
@@ -693,6 +710,7 @@ def elementwise(fn=None, *, name=None, derivative=None, activation=False, domain
     (Abs(x) + 1)**(-2)
     """
     def wrap(f, stacklevel=3):
+        _check_clash(name or f.__name__, replace)
         args, attrs, _ = _signature(f, name or f.__name__)
         op = ElementwiseOp(name or f.__name__, f, args, attrs, doc=f.__doc__, derivative=derivative,
                            activation=activation, domain=domain, kinks=kinks)
@@ -707,7 +725,7 @@ def elementwise(fn=None, *, name=None, derivative=None, activation=False, domain
     return wrap(fn, stacklevel=4) if fn is not None else wrap
 
 
-def index_op(fn=None, *, name=None, examples=()):
+def index_op(fn=None, *, name=None, examples=(), replace=False):
     """Declare an op in index notation.
 
     The function receives one :class:`~graphnn.ops.index_body.Arg` per input
@@ -723,8 +741,11 @@ def index_op(fn=None, *, name=None, examples=()):
     ``examples``: input shapes and attribute values the op's tests run it on, one dict each,
     e.g. ``[{"x": (None, 4)}]`` (None: the batch axis). The generated sweeps check every
     example's gradient against finite differences and its compiled code against the reference.
+
+    ``replace``: as for :func:`elementwise`, taking a built-in op's name needs ``replace=True``.
     """
     def wrap(f):
+        _check_clash(name or f.__name__, replace)
         args, attrs, kinds = _signature(f, name or f.__name__)
         op = IndexOp(name or f.__name__, f, args, attrs, doc=f.__doc__, attr_kinds=kinds,
                      examples=examples)
