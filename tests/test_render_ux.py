@@ -114,3 +114,19 @@ def test_latex_of_names_with_slashes_is_upright_text():
     latex = EdgeDerivative(b, 0).latex
     assert latex.startswith(r"\frac{\partial \mathrm{b/tanh}}{\partial \mathrm{a/tanh}} = ")
     assert r"\partial b/tanh" not in latex
+
+
+def test_the_loss_node_shows_the_loss_as_the_title_does_and_one_delta_is_singular():
+    """The mse node showed '= 0.28' under a title 'loss 0.285'; a box with one delta said '1 deltas'."""
+    from graphnn import lecture
+    net = lecture.regression_net()
+    x, y = lecture.noisy_sine(8)
+    dot = gn.render(net, deltas=True, feed={"x": x, "y": y}).source
+    g = gn.Graph("one_delta")
+    inp = g.input("x", (None, 2))
+    with g.scope("box"):
+        h = gn.tanh(inp)
+    boxes = gn.render(gn.sum(h), deltas=True, depth=0).source
+    title = re.search(r"loss (\d\.\d+)", dot).group(1)
+    assert f"= {title}" in dot
+    assert re.search(r"(?<![0-9])1 delta(?!s)", boxes) and "1 deltas" not in boxes

@@ -105,7 +105,7 @@ class DeltaFlow:
     def _add_delta_box(self, box):
         back = self.back
         inside = [n for n in box.nodes if back.has_delta(n)]
-        details = [f"{len(inside)} deltas"]
+        details = [f"{len(inside)} delta" + ("" if len(inside) == 1 else "s")]
         params = [n for n in inside if n.kind == "parameter"]
         if self.norms is not None and params:
             g = np.sqrt(sum(self.norms[back.delta(n).name] ** 2 for n in params))

@@ -54,8 +54,8 @@ def number(value):
 def value(array, few=3):
     """A node's value in one line: '= 0.31', '= [0.31, -1.2]' for a few numbers, else its norm."""
     flat = [float(v) for v in array.reshape(-1)[:few + 1]]
-    if array.size == 1:
-        return f"= {number(flat[0])}"
+    if array.size == 1:     # three digits, as the title gives the loss: the loss node agrees
+        return f"= {flat[0]:.3g}" if math.isfinite(flat[0]) else f"= {flat[0]}"
     if array.size <= few:
         return f"= [{', '.join(number(v) for v in flat)}]"
     return f"‖·‖ = {number(float((array ** 2).sum() ** 0.5))}"
