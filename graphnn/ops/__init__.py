@@ -1,6 +1,6 @@
 """Stage 1b: the op registry. Every op is one SymPy body; see :mod:`.registry`."""
 from .composite import (binary_cross_entropy, binary_cross_entropy_with_logits, bce_elementwise,
-                        bce_logits_elementwise, l1_penalty, l2_penalty, log_softmax, mse, nll,
+                        bce_logits_elementwise, l1_penalty, l2_penalty, label_one_hot, log_softmax, mse, nll,
                         softmax, softmax_cross_entropy, stop_gradient)
 from .elementwise import (abs_, add, celu, div, elu, exp, gelu, gelu_tanh, hardswish,
                           identity, leaky_relu, log, mish, mul, neg, pow, power, relu, relu6,
