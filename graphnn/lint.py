@@ -31,7 +31,7 @@ import numpy as np
 import sympy as sp
 
 from .errors import ArgumentError, NumericsWarning
-from .ops.primitives import Primitive, StopGradient
+from .ops.primitives import StopGradient, exact_form
 
 RTOL = {"float32": 1e-5, "float64": 1e-10}
 KINDS = ("nan", "overflow", "cancellation")
@@ -96,10 +96,6 @@ def _sweep(op, points=None, density=61):
 
 # -- the oracle ------------------------------------------------------------------------------
 
-def _exact_form(expr):
-    return expr.replace(lambda e: isinstance(e, Primitive), lambda e: type(e).exact(e.args[0]))
-
-
 class _Rounded(sp.Function):
     """Marks a function value to round to the dtype (the inherited-error oracle)."""
 
@@ -125,7 +121,7 @@ def _rounded_form(expr):
     def rounded(e):
         args = [_Rounded(a) if monomial(a) else a for a in e.args]
         return _Rounded(e.func(*args, evaluate=False))
-    return _exact_form(expr.replace(computed, rounded))
+    return exact_form(expr.replace(computed, rounded))
 
 
 def _round_to(dtype, shift):
@@ -148,7 +144,7 @@ class _Oracle:
 
     def __init__(self, symbols, expr):
         self.symbols, self.expr = symbols, expr
-        self.fn = sp.lambdify(symbols, _exact_form(expr), modules="mpmath")
+        self.fn = sp.lambdify(symbols, exact_form(expr), modules="mpmath")
         self._rounded = {}
 
     def _call(self, fn, point):

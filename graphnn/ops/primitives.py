@@ -204,4 +204,10 @@ class StopGradient(Primitive):
         return sp.Integer(0)
 
 
+def exact_form(expr):
+    """``expr`` with each primitive written as its exact math (:meth:`Primitive.exact`), for
+    evaluation in high precision (the derivative check at declaration, the stability lint)."""
+    return expr.replace(lambda e: isinstance(e, Primitive), lambda e: type(e).exact(e.args[0]))
+
+
 PRIMITIVES = (Sigmoid, Softplus, Expm1, ClampedLog, ClampedReciprocal, StopGradient)

@@ -414,8 +414,7 @@ class ElementwiseOp(OpBase):
         a derivative calls exp, tanh or erf, directly or through a primitive's helper."""
         from ..codegen.fastmath import FAST_NAMES
         exprs = [self.symbolic_expr]
-        exprs += (list(self.derivative_override) if self.derivative_override is not None
-                  else [sp.diff(self.symbolic_expr, s) for s in self.symbols])
+        exprs += [self.derivative(k, self.attr_defaults) for k in range(len(self.symbols))]   # cached
         for e in exprs:
             for f in e.atoms(sp.Function):
                 if type(f).__name__ in FAST_NAMES:
@@ -593,12 +592,6 @@ _CHECK_POINTS = (-3.7, -1.3, -0.45, -1e-3, 0.3, 0.85, 2.2, 5.1, 40.0, -40.0)
 _CHECK_DIGITS = 40
 
 
-def _exact_form(expr):
-    """``expr`` with each primitive written as the plain math it stands for (for mpmath)."""
-    from .primitives import Primitive
-    return expr.replace(lambda e: isinstance(e, Primitive), lambda e: type(e).definition(e.args[0]))
-
-
 def _check_points(op):
     """Points inside every input's domain, away from its kinks, one list per input."""
     columns = []
@@ -625,11 +618,12 @@ def check_derivative(op, attrs=None, tolerance=1e-25):
     if op.kind != "elementwise" or op.derivative_override is None:
         return
     import mpmath
+    from .primitives import exact_form
     attrs = dict(op.attr_defaults if attrs is None else op.resolve_attrs(attrs))
     points = _check_points(op)
     for position, name in enumerate(op.arg_names):
-        declared = _exact_form(op.derivative(position, attrs))
-        derived = _exact_form(op.derived_derivative(position, attrs))
+        declared = exact_form(op.derivative(position, attrs))
+        derived = exact_form(op.derived_derivative(position, attrs))
         both = sp.lambdify(op.symbols, [declared, derived], modules="mpmath")
         checked = 0
         with mpmath.workdps(_CHECK_DIGITS):
