@@ -43,6 +43,7 @@ max = max_  # noqa: A001
 bce = binary_cross_entropy
 bce_with_logits = binary_cross_entropy_with_logits
 from .train import SGD, Adam, Momentum, Optimizer
+from .train import Callback, LambdaCallback, Schedule, cosine, exponential_decay, step_decay, warmup
 from .runtime import Model, compile  # noqa: A001
 from . import lecture
 from . import data

@@ -10,6 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 MODULES = ["graphnn.nn.layers", "graphnn.nn.modules", "graphnn.nn.regularize", "graphnn.nn.reuse",
            "graphnn.graph.random", "graphnn.ops.conv", "graphnn.train.fit", "graphnn.train.metrics",
+           "graphnn.train.schedules",
            "graphnn.io", "graphnn.data", "graphnn.data.augment", "graphnn.data.digits"]
 
 

@@ -15,8 +15,10 @@ from ..lower.ir import BATCH
 MATH_NAMES = {
     "exp": "math.exp", "log": "math.log", "tanh": "math.tanh", "sinh": "math.sinh",
     "cosh": "math.cosh", "sin": "math.sin", "cos": "math.cos", "tan": "math.tan",
-    "atan": "math.atan", "erf": "math.erf", "erfc": "math.erfc", "floor": "math.floor",
-    "ceiling": "math.ceil",
+    "atan": "math.atan", "erf": "math.erf", "erfc": "math.erfc",
+    # float-valued, as SymPy's floor of a real: math.floor gives an int, which overflows
+    # (and makes NaN an integer) for values beyond int64
+    "floor": "np.floor", "ceiling": "np.ceil",
 }
 
 

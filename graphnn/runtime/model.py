@@ -63,6 +63,8 @@ def _check_one_graph(graph, loss, outputs):
 class Model:
     """A compiled network. Build it with :func:`graphnn.compile`."""
 
+    stop_training = False   # a fit callback sets it to end the fit (as in Keras)
+
     def __init__(self, graph_or_loss, loss=None, outputs=None, optimizer=None, target="cpu",
                  dtype="float32", seed=None, **options):
         from ..train.optimizers import SGD, Optimizer
@@ -194,6 +196,7 @@ class Model:
         self.rng = np.random.default_rng(seed)
 
     def _hyper(self, t=None):
+        self.optimizer.check_ready()
         values = {hyper_name(h): v for h, v in self.optimizer.hyper.items()}
         values[hyper_name("t")] = float(self.step_count if t is None else t)
         return values
@@ -361,7 +364,7 @@ class Model:
     def fit(self, feeds, y=None, epochs=10, batch_size=32, shuffle=True, validation_data=None,
             validation_split=None, metrics=(), patience=None, monitor=None, min_delta=0.0,
             restore_best=True, seed=0, verbose=True, augment=None, target=None, output=None,
-            eval_batch_size=1024, optimizer=None):
+            eval_batch_size=1024, optimizer=None, callbacks=None):
         """Train on ``feeds`` -- a dict {input name: array}, or ``fit(X, y)`` with arrays where
         the outputs read one input and the loss one other -- and return a History
         (see :func:`graphnn.train.fit` for every argument)."""
@@ -371,7 +374,7 @@ class Model:
                    metrics=metrics, patience=patience, monitor=monitor, min_delta=min_delta,
                    restore_best=restore_best, seed=seed, verbose=verbose, augment=augment,
                    target=target, output=output, eval_batch_size=eval_batch_size,
-                   optimizer=optimizer)
+                   optimizer=optimizer, callbacks=callbacks)
 
     def evaluate(self, feeds, y=None, metrics=(), target=None, output=None, batch_size=1024):
         """Loss and metrics in evaluation mode: {"loss": ..., "accuracy": ...}.

@@ -32,6 +32,7 @@ from ..graph.traverse import topological
 from ..reference.executor import check_feeds, feed_array
 from ..runtime.model import INTERRUPTS, _positive_int
 from . import metrics as metric_functions
+from .callbacks import Callbacks
 
 CHUNK_SECONDS = 0.2      # fit returns to Python about this often when steps run in a compiled loop
 
@@ -48,6 +49,7 @@ class History:
         self.epoch = []
         self.best_epoch = None
         self.stopped_early = False
+        self.stopped_by = None      # "patience", "callback" (model.stop_training) or None
 
     def append(self, epoch, logs):
         self.epoch.append(epoch)
@@ -268,7 +270,7 @@ def _improved(value, best, mode, min_delta):
 def fit(model, feeds, y=None, epochs=10, batch_size=32, shuffle=True, validation_data=None,
         validation_split=None, metrics=(), patience=None, monitor=None, min_delta=0.0,
         restore_best=True, seed=0, verbose=True, augment=None, target=None, output=None,
-        eval_batch_size=1024, optimizer=None):
+        eval_batch_size=1024, optimizer=None, callbacks=None):
     """Train ``model`` on ``feeds`` ({input name: array}) and return a :class:`History`.
 
     * ``feeds, y``: as in Keras, ``fit(X, y)`` with bare arrays where the outputs read one
@@ -291,6 +293,11 @@ def fit(model, feeds, y=None, epochs=10, batch_size=32, shuffle=True, validation
     * ``verbose``: a tqdm progress bar with the running loss and the last metrics.
     * ``optimizer``: new hyper-parameters for the compiled optimizer, e.g. ``gn.SGD(lr=0.1)`` on
       a model compiled with the default ``SGD(0.01)`` (the same update rule; no recompile).
+      A learning-rate schedule made with ``steps=None`` (e.g. ``gn.cosine()``) is set to end
+      with this fit's last step; with a schedule the logs have "learning_rate" (the last step's).
+    * ``callbacks``: objects with ``on_epoch_end(epoch, logs)``, ``on_step_end(step, logs)``
+      (every ``callback.every`` steps), ``on_train_begin(logs)``, ``on_train_end(logs)``;
+      see :mod:`graphnn.train.callbacks`. ``model.stop_training = True`` ends the fit.
 
     The arguments, the feeds and ``validation_data`` are checked before the first step
     (:class:`~graphnn.FeedError` naming the one at fault). Ctrl-C lets the step in progress
@@ -318,6 +325,7 @@ def fit(model, feeds, y=None, epochs=10, batch_size=32, shuffle=True, validation
         check_feeds([node for node in model.programs["gradients"].nodes if node.role != "optimizer"],
                     validation_data)
     _use_optimizer(model, optimizer)
+    callbacks = Callbacks(callbacks, model)
     if not isinstance(shuffle, (bool, np.bool_)):
         raise ArgumentError(f"fit: shuffle must be True or False, got {shuffle!r}")
     if batch_size is None or batch_size > n:
@@ -338,6 +346,12 @@ def fit(model, feeds, y=None, epochs=10, batch_size=32, shuffle=True, validation
     history = History()
     best, best_params, waited = None, None, 0
     batches = math.ceil(n / batch_size)
+    scheduled = model.optimizer is not None and model.optimizer.schedule is not None
+    if scheduled and epochs:    # a schedule of steps=None ends with this fit's last step
+        warm = model.optimizer.hyper.get("warmup_steps", 0.0)
+        for name in model.optimizer.pending:    # the decay reaches its end one step after the last
+            model.optimizer.hyper[name] = max(1.0, model.step_count + epochs * batches - warm)
+    model.stop_training = False
     build = _compile_step(model, batch_size, verbose)   # before the bar: its ETA starts after it
     data = None if augmenters else model._training_data(feeds)[0]
     chunk, timed = 1, False
@@ -345,6 +359,7 @@ def fit(model, feeds, y=None, epochs=10, batch_size=32, shuffle=True, validation
     try:
         # Ctrl-C ends the step in progress first: the model is left after a completed step
         with INTERRUPTS.held_to_step_ends():
+            callbacks.call("on_train_begin", {})
             for epoch in range(epochs):
                 bar.set_description(f"epoch {epoch + 1}/{epochs}")
                 order = order_rng.permutation(n) if shuffle else np.arange(n)
@@ -358,7 +373,7 @@ def fit(model, feeds, y=None, epochs=10, batch_size=32, shuffle=True, validation
                         with INTERRUPTS:
                             losses, count = [model.step(batch)], 1
                     else:               # a chunk of steps; on the CPU one compiled call
-                        count = min(chunk, batches - b)
+                        count = min(chunk, batches - b, callbacks.steps_to_next(model.step_count) or chunk)
                         started = time.perf_counter()
                         losses = model._run_steps(data, order, b * batch_size, count, batch_size)
                         if time.perf_counter() - started < CHUNK_SECONDS / 2:
@@ -376,7 +391,17 @@ def fit(model, feeds, y=None, epochs=10, batch_size=32, shuffle=True, validation
                         _restart_clock(bar)             # the first ones include compiling
                         timed = True
                     bar.set_postfix(loss=f"{total / min(n, b * batch_size):.4g}", refresh=False)
-                logs = {"loss": total / n}
+                    if callbacks.stepping:
+                        callbacks.step_end(model.step_count, {
+                            "loss": float(losses[-1]), "epoch": epoch,
+                            "epoch_loss": total / min(n, b * batch_size),
+                            **({"learning_rate": model.optimizer.learning_rate(model.step_count)}
+                               if scheduled else {})})
+                    if model.stop_training:
+                        break
+                logs = {"loss": total / min(n, b * batch_size)}
+                if scheduled:
+                    logs["learning_rate"] = model.optimizer.learning_rate(model.step_count)
                 if not np.isfinite(logs["loss"]):
                     warnings.warn(f"fit: the loss became {logs['loss']} in epoch {epoch + 1}; stopping",
                                   RuntimeWarning, stacklevel=2)
@@ -390,6 +415,14 @@ def fit(model, feeds, y=None, epochs=10, batch_size=32, shuffle=True, validation
                     logs.update({f"val_{k}": v for k, v in evaluated.items()})
                 history.append(epoch, logs)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()}, refresh=True)
+                callbacks.call("on_epoch_end", epoch, dict(logs))
+                if model.stop_training:
+                    history.stopped_by = "callback"
+                    if verbose:
+                        bar.total = bar.n
+                        bar.refresh()
+                        bar.write(f"stopped at epoch {epoch + 1}: a callback set model.stop_training")
+                    break
                 if monitor not in logs:
                     raise ArgumentError(f"fit: monitor {monitor!r} is not logged; logs are {sorted(logs)}")
                 if _improved(logs[monitor], best, mode, min_delta):
@@ -399,12 +432,13 @@ def fit(model, feeds, y=None, epochs=10, batch_size=32, shuffle=True, validation
                 else:
                     waited += 1
                     if patience is not None and waited >= patience:
-                        history.stopped_early = True
+                        history.stopped_early, history.stopped_by = True, "patience"
                         break
             restored = best_params is not None and history.best_epoch != history.epoch[-1]
             if restored:
                 with INTERRUPTS:
                     model.set_params(best_params)
+            callbacks.call("on_train_end", history.last() if history.epoch else {})
             if history.stopped_early and verbose:
                 bar.total = bar.n       # the bar ends full, and says why it ended early
                 bar.refresh()

@@ -17,6 +17,8 @@ import sympy as sp
 
 from ..errors import ArgumentError, FileFormatError
 from ..ops.registry import ElementwiseOp
+from .schedules import Schedule
+from .schedules import from_config as schedule_from_config
 
 p, g, t = sp.symbols("p g t", real=True)
 
@@ -88,8 +90,26 @@ class Optimizer:
     slots = ()
     limits = {}
 
-    def __init__(self, **hyper):
-        self._hyper = Hyper(hyper, type(self).__name__, self.limits)
+    def __init__(self, schedule=None, **hyper):
+        if schedule is not None and not isinstance(schedule, Schedule):
+            raise ArgumentError(f"{type(self).__name__}: schedule={schedule!r:.60} is not a learning-rate "
+                                f"schedule; use gn.cosine(...), gn.step_decay(...), "
+                                f"gn.exponential_decay(...) or gn.warmup(...)")
+        self.schedule = schedule
+        given = dict(schedule.values) if schedule is not None else {}
+        clash = sorted(set(given) & set(hyper))
+        if clash:
+            raise ArgumentError(f"{type(self).__name__}: hyper-parameter(s) {clash} of the schedule "
+                                f"clash with the optimizer's")
+        pending = [k for k, v in given.items() if v is None]
+        limits = dict(self.limits)
+        for name in given:      # as the schedule checks them (Hyper's upper bound is open)
+            low, high = schedule.limits.get(name, (0.0, math.inf))
+            limits[name] = (low, math.nextafter(high, math.inf))
+        self._hyper = Hyper({**hyper, **{k: v for k, v in given.items() if v is not None}},
+                            type(self).__name__, limits)
+        for name in pending:    # fit fills these in; a step before then is refused
+            dict.__setitem__(self._hyper, name, 0.0)
 
     @property
     def hyper(self):
@@ -114,6 +134,36 @@ class Optimizer:
         """{buffer: SymPy expression}; buffer is "param" or a slot name."""
         raise NotImplementedError
 
+    def update_rules(self):
+        """:meth:`rules` with the learning-rate schedule applied: ``lr`` -> ``lr * f(t)``."""
+        rules = self.rules()
+        if self.schedule is None:
+            return rules
+        lr = sp.Symbol("lr", real=True)
+        scaled = lr * self.schedule.factor()
+        return {buffer: expr.xreplace({lr: scaled}) for buffer, expr in rules.items()}
+
+    @property
+    def pending(self):
+        """Schedule hyper-parameters not set yet (``steps=None``: ``fit`` sets them)."""
+        if self.schedule is None:
+            return []
+        return [k for k in self.schedule.pending if self.hyper[k] == 0.0]
+
+    def check_ready(self, what="step"):
+        if self.pending:
+            raise ArgumentError(f"{what}: the learning-rate schedule {self.schedule!r} has no "
+                                f"{' or '.join(self.pending)} yet; fit sets it from its epochs, or give "
+                                f"it to the schedule (e.g. gn.cosine(steps=1000))")
+
+    def learning_rate(self, t):
+        """The learning rate of step ``t`` (1, 2, ...), schedule included: a float."""
+        self.check_ready("learning_rate")
+        lr = sp.Symbol("lr", real=True)
+        factor = self.schedule.factor() if self.schedule is not None else sp.Integer(1)
+        values = {sp.Symbol(k, real=True): v for k, v in self.hyper.items()}
+        return float((lr * factor).xreplace(values).subs(sp.Symbol("t", real=True), t))
+
     @property
     def symbols(self):
         return (p, g, *(sp.Symbol(s, real=True) for s in self.slots),
@@ -122,18 +172,37 @@ class Optimizer:
     def ops(self):
         """{buffer: ElementwiseOp} with arguments (p, g, slots..., hyper..., t), pruned."""
         made = {}
-        for buffer, expr in self.rules().items():
+        for buffer, expr in self.update_rules().items():
             used = [s for s in self.symbols if s in expr.free_symbols]
             made[buffer] = ElementwiseOp(f"{type(self).__name__.lower()}_{buffer}",
                                          arg_names=[s.name for s in used], expr=expr)
         return made
 
     def config(self):
-        return {"type": type(self).__name__, **self.hyper}
+        own = {k: v for k, v in self.hyper.items() if self.schedule is None or k not in self.schedule.values}
+        config = {"type": type(self).__name__, **own}
+        if self.schedule is not None:
+            scheduled = {k: self.hyper[k] for k in self.schedule.values}
+            config["schedule"] = {**self.schedule.config(), **_schedule_arguments(scheduled)}
+        return config
 
     def __repr__(self):
-        args = ", ".join(f"{k}={v:g}" for k, v in self.hyper.items())
+        own = self.config()
+        args = ", ".join(f"{k}={v:g}" for k, v in own.items() if k not in ("type", "schedule")
+                         and not isinstance(v, bool))
+        if self.schedule is not None:
+            scheduled = dict(own["schedule"])
+            kind = scheduled.pop("type")
+            args += f", schedule={kind}(" + ", ".join(
+                f"{k}={'None' if v is None else format(v, 'g')}" for k, v in scheduled.items()) + ")"
         return f"{type(self).__name__}({args})"
+
+
+def _schedule_arguments(values):
+    """The schedule's config entries for hyper-parameter values (as the optimizer holds them now)."""
+    names = {"decay_every": "decay_every", "decay_rate": "decay_rate", "decay_steps": "decay_steps",
+             "min_factor": "min_factor", "warmup_steps": "warmup"}
+    return {names[k]: (None if v == 0.0 and k == "decay_steps" else v) for k, v in values.items()}
 
 
 def _decayed(expr_g, weight_decay):
@@ -148,8 +217,8 @@ class SGD(Optimizer):
     -g*lr + p
     """
 
-    def __init__(self, lr=0.01, weight_decay=0.0):
-        super().__init__(lr=lr, **({"weight_decay": weight_decay} if weight_decay else {}))
+    def __init__(self, lr=0.01, weight_decay=0.0, schedule=None):
+        super().__init__(schedule, lr=lr, **({"weight_decay": weight_decay} if weight_decay else {}))
 
     def rules(self):
         lr = sp.Symbol("lr", real=True)
@@ -161,9 +230,9 @@ class Momentum(Optimizer):
 
     slots = ("v",)
 
-    def __init__(self, lr=0.01, momentum=0.9, nesterov=False, weight_decay=0.0):
+    def __init__(self, lr=0.01, momentum=0.9, nesterov=False, weight_decay=0.0, schedule=None):
         self.nesterov = bool(nesterov)
-        super().__init__(lr=lr, momentum=momentum,
+        super().__init__(schedule, lr=lr, momentum=momentum,
                          **({"weight_decay": weight_decay} if weight_decay else {}))
 
     def rules(self):
@@ -184,9 +253,10 @@ class Adam(Optimizer):
     slots = ("m", "v")
     limits = {"beta1": (0.0, 1.0), "beta2": (0.0, 1.0)}   # beta = 1 divides by 1 - beta**t = 0
 
-    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, decoupled=False):
+    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, decoupled=False,
+                 schedule=None):
         self.decoupled = bool(decoupled)
-        super().__init__(lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+        super().__init__(schedule, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
                          **({"weight_decay": weight_decay} if weight_decay else {}))
 
     def rules(self):
@@ -214,10 +284,14 @@ def from_config(config):
         raise FileFormatError(f"optimizer config {config!r:.80} has no \"type\"")
     config = dict(config)
     kind = config.pop("type")
+    if "schedule" in config:
+        config["schedule"] = schedule_from_config(config["schedule"])
     if kind not in classes:
         raise FileFormatError(f"unknown optimizer type {kind!r:.40}; graphnn knows {sorted(classes)}")
     arguments = inspect.signature(classes[kind]).parameters
     for key, value in config.items():
+        if key == "schedule":
+            continue
         if key not in arguments:
             raise FileFormatError(f"{kind} has no hyper-parameter {key!r:.40}")
         flag = isinstance(arguments[key].default, bool)
