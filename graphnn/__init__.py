@@ -48,6 +48,7 @@ from .runtime import Model, compile  # noqa: A001
 from . import lecture
 from . import data
 from .io import load, load_graph, save
+from .export import exported_arrays  # noqa: E402  (the arrays an exported module runs with)
 from .train import History, fit, metrics
 from .lint import NumericsWarning, lint  # noqa: E402  (gn.lint; graphnn.lint.declaration_warnings)
 from .explain import explain  # noqa: E402  (gn.explain: the chain rule, path by path)

@@ -321,4 +321,4 @@ def test_export_follows_the_umask_like_open(tmp_path, umask, existing, expected)
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(target).st_mode) == expected
-    assert target.read_text() == model.source
+    assert target.read_text() == model.backend.source_of(export=True)

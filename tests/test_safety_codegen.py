@@ -285,7 +285,7 @@ def test_export_makes_its_folder_and_refuses_a_folder_as_the_file(tmp_path):
     g, _ = _mlp()
     model = gn.compile(g, target="cpu")
     path = model.export(tmp_path / "new" / "folder" / "model.py")
-    assert path.read_text() == model.source
+    assert path.read_text() == model.backend.source_of(export=True)
     with pytest.raises(gn.ArgumentError, match="is a folder"):
         model.export(tmp_path / "new")
 

@@ -83,8 +83,11 @@ class CPUPrinter(KernelPrinter):
     # 64 elements are sums over the rows (docs/performance.md)
     contractions = Contractions(unroll_sum=4, small_product_out=64)
 
-    def __init__(self, dtype, fast_math=None, parallel=False, helpers_module=""):
+    def __init__(self, dtype, fast_math=None, parallel=False, helpers_module="", export=False):
         self.dtype = np.dtype(dtype).name
+        # printing for ``Model.export``: matrix products call the module's own ``_matmul``
+        # (plain loops) instead of np.dot, which needs scipy for its BLAS binding
+        self.export = bool(export)
         # the module a kernel imports its helpers from is part of what the kernel is: a
         # kernel's name hashes it, so changed helpers never meet a kernel cached before
         self.helpers_module = helpers_module
@@ -173,7 +176,7 @@ class CPUPrinter(KernelPrinter):
     def contract(self, k):
         a = f"{k.a}.T" if k.trans_a else k.a
         b = f"{k.b}.T" if k.trans_b else k.b
-        lines = [f"np.dot({a}, {b}, {k.out})"]
+        lines = [f"{'_matmul' if self.export else 'np.dot'}({a}, {b}, {k.out})"]
         if k.scale != 1:
             lines += [f"{k.out}_flat = {k.out}.reshape(-1)",
                       f"for _i in range({k.out}_flat.size):",
@@ -296,6 +299,9 @@ class CPUPrinter(KernelPrinter):
         lines += body
         meta = program_meta(kprog, slots, work)
         meta["calls"] = calls
+        hyper_names = [h for h, _ in hyper_order]
+        if kprog.name == "step" and hyper_name("t") in hyper_names:   # the step counter's place
+            meta["hyper_t"] = hyper_names.index(hyper_name("t"))
         source = ProgramSource(kprog.name, fn_name, list(kernels.values()), lines, constants, meta, first_use,
                                call_notes=call_notes)
         if kprog.name == "step" and meta["outputs"].get("loss", ("feed",))[0] != "feed":
@@ -403,16 +409,140 @@ def driver_module_source(printer, program, helpers_module, title):
     return "\n".join(lines)
 
 
-def standalone_source(printer, programs, title):
-    """One module with the helpers, every kernel and every driver: what ``export`` writes.
+# An exported module's matrix product: np.dot in a kernel binds BLAS through scipy, which an
+# exported module must not need. Rows of ``out`` run in parallel (in the parallel variant);
+# each row is accumulated in i-k-j order, so the inner loop runs along contiguous rows of
+# ``b`` and ``out`` and vectorises. A ``b`` stored column by column (a transposed view) is
+# read along its columns instead, as dot products (i-j-k order).
+MATMUL_SOURCE = """
 
-    It needs only numpy and numba; ``_META`` gives each program's feeds,
+@njit(fastmath=FASTMATH, error_model='numpy', cache=True, nogil=True{extra})
+def _matmul(a, b, out):
+    \"\"\"out[:, :] = a @ b for 2-D arrays of any strides (``x.T`` views included).\"\"\"
+    rows, inner, cols = out.shape[0], a.shape[1], out.shape[1]
+    if b.strides[0] < b.strides[1]:     # b's columns are contiguous: dot products along them
+        for i in prange(rows):
+            for j in range(cols):
+                acc = _F(0.0)
+                for k in range(inner):
+                    acc += a[i, k] * b[k, j]
+                out[i, j] = acc
+    else:
+        for i in prange(rows):
+            for j in range(cols):
+                out[i, j] = _F(0.0)
+            for k in range(inner):
+                aik = a[i, k]
+                for j in range(cols):
+                    out[i, j] += aik * b[k, j]
+"""
+
+# The exported module's Python entry points: plain numpy around the generated functions.
+RUNTIME_SOURCE = '''
+# -- calling it: see graphnn's docs/compiler.md, "Exported modules" -----------------------------
+def load_arrays(path):
+    """The arrays that ``np.savez(path, **graphnn.exported_arrays(model))`` saved: a dict with
+    the flat ``params``, ``state`` and ``hyper`` arrays (in this module's dtype) and their names."""
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {name: data[name].copy() for name in data.files}
+    for name in ("params", "state", "hyper"):
+        if name not in arrays:
+            raise KeyError(f"{path}: no array {name!r}; save graphnn.exported_arrays(model) with np.savez")
+        arrays[name] = np.ascontiguousarray(arrays[name], dtype=_F)
+    return arrays
+
+
+def run(program, feeds, arrays):
+    """Run ``program`` ('forward', 'gradients' or 'step') on ``feeds`` ({input name: array}) with
+    the flat arrays of ``arrays``; returns {output name: array}. A step updates
+    ``arrays['params']`` and ``arrays['state']`` in place."""
+    if program not in _META:
+        raise KeyError(f"no program {program!r} in this module; it has {sorted(_META)}")
+    meta = _META[program]
+    flat = {}
+    for name in ("params", "state", "hyper"):
+        flat[name] = arrays[name]
+        if not (isinstance(flat[name], np.ndarray) and flat[name].dtype == _F and flat[name].ndim == 1
+                and flat[name].flags.c_contiguous):
+            raise TypeError(f"arrays[{name!r}] must be a flat, contiguous {np.dtype(_F).name} array "
+                            "(graphnn.exported_arrays(model) or load_arrays(path) make them)")
+    rows = {name: np.shape(feeds[name])[0] for buffer, name in meta["feed_buffers"].items()
+            if name in feeds and meta["feed_shapes"][buffer][:1] == (None,) and np.ndim(feeds[name])}
+    if len(set(rows.values())) > 1:
+        raise ValueError(f"{program}: the feeds have different numbers of rows: {rows}")
+    N = next(iter(rows.values()), 1)
+    given = {}
+    for buffer, name in meta["feed_buffers"].items():
+        shape = meta["feed_shapes"][buffer]
+        if name in feeds:
+            value = np.ascontiguousarray(feeds[name], dtype=_F)
+        elif name in meta["defaults"]:    # a random input (dropout mask, noise): its evaluation value
+            value = np.full(tuple(N if d is None else d for d in shape), meta["defaults"][name], dtype=_F)
+        else:
+            raise KeyError(f"{program}: no feed {name!r}; it takes {meta['feeds']}")
+        if value.ndim != len(shape) or any(d is not None and d != v for d, v in zip(shape, value.shape)):
+            raise ValueError(f"{program}: feed {name!r} has shape {value.shape}; it takes {shape} "
+                             "(None: any number of rows)")
+        given[name] = value
+    const, per_n = meta["work"]
+    flat["work"] = np.zeros(const + per_n * N, dtype=_F)
+    driver = globals()[f"{program}_{_VARIANT}"]
+    driver(*given.values(), flat["params"], flat["state"], flat["hyper"], flat["work"], N)
+    out = {}
+    for name, (array, offset, size, shape) in meta["outputs"].items():
+        if array == "feed":           # an input returned as it is fed
+            out[name] = given[offset].copy()
+        elif array == "const":
+            out[name] = np.asarray(offset, dtype=_F)
+        else:
+            start = offset[0] + offset[1] * N
+            stop = start + size[0] + size[1] * N
+            out[name] = flat[array][start:stop].reshape(tuple(N if d is None else d for d in shape)).copy()
+    return out
+
+
+def forward(feeds, arrays):
+    """The model's outputs for ``feeds``: {output name: array}, as model.forward(feeds) gives them."""
+    return run("forward", feeds, arrays)
+
+
+def step(feeds, arrays):
+    """One training step, as model.step(feeds, training=False) (random inputs that are not fed
+    take their evaluation values): updates ``arrays`` in place and returns the loss; the step
+    counter in ``arrays['hyper']`` then moves on to the next step."""
+    out = run("step", feeds, arrays)
+    if _META["step"].get("hyper_t") is not None:
+        arrays["hyper"][_META["step"]["hyper_t"]] += 1
+    return float(out["loss"])
+'''
+
+
+def _versions():
+    import numba
+    return f"numpy {np.__version__}, numba {numba.__version__}"
+
+
+def standalone_source(printer, programs, title):
+    """One module with the helpers, every kernel and every driver.
+
+    Printed by an export printer (``CPUPrinter(export=True)``) it is what ``export``
+    writes: it needs only numpy and numba (its matrix products are its own
+    ``_matmul``), and it ends with plain-Python entry points (``load_arrays``,
+    ``run``, ``forward``, ``step``). ``_META`` gives each program's feeds,
     outputs and the place of every buffer in the flat arrays."""
+    if printer.export:
+        about = [f"# Needs only numpy and numba (generated with {_versions()}; numba brings llvmlite);",
+                 "# no scipy, no graphnn. Calling convention: graphnn's docs/compiler.md, \"Exported modules\"."]
+    else:
+        about = ["# The kernels this process runs (matrix products through np.dot: BLAS, via scipy);",
+                 "# model.export(path) writes a module that needs only numpy and numba."]
     lines = [f"# Generated by graphnn {__version__}: {comment_text(title)}",
-             f"# target cpu, dtype {printer.dtype}, {printer.variant} loops. "
-             "Only numpy and numba are needed to run it.",
+             f"# target cpu, dtype {printer.dtype}, {printer.variant} loops.", *about,
              "import math", "", "import numpy as np", "from numba import njit, prange", ""]
     lines += printer.helper_lines()
+    if printer.export:
+        extra = ", parallel=True" if printer.parallel else ""
+        lines += MATMUL_SOURCE.replace("FASTMATH", FASTMATH).replace("{extra}", extra).rstrip("\n").split("\n")
     seen = set()
     for program in programs:
         for k in program.kernels:
@@ -426,4 +556,6 @@ def standalone_source(printer, programs, title):
             lines += ["", ""] + program.loop
         meta[program.name] = program.meta
     lines += ["", "", f"_META = {meta!r}", ""]
+    if printer.export:
+        lines += [f"_VARIANT = {printer.variant!r}", *RUNTIME_SOURCE.split("\n")]
     return "\n".join(lines)

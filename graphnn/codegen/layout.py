@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..graph.random import is_random
+
 
 @dataclass
 class Slot:
@@ -83,4 +85,7 @@ def program_meta(kprog, slots, work):
         "feed_buffers": feed_bufs,
         "feed_shapes": {b: kprog.buffers[b].shape for b in feed_bufs},
         "consts": [b.name for b in kprog.buffers.values() if b.role == "const"],
+        # random inputs (dropout masks, noise): the value that stands for them outside training
+        "defaults": {b.node.name: float(b.node.attr("eval")) for b in kprog.buffers.values()
+                     if b.role == "feed" and is_random(b.node)},
     }

@@ -348,12 +348,12 @@ class CPUBackend:
         self._sources = {}
 
     # -- generated code --------------------------------------------------------------
-    def printer(self, parallel=None):
+    def printer(self, parallel=None, export=False):
         parallel = self.parallel is True if parallel is None else parallel
         dtype = self.model.dtype.name
         fast_math = (dtype == "float32") if self.fast_math is None else bool(self.fast_math)
         helpers = "graphnn_h_" + disk.make_key("helpers", dtype, fast_math)
-        return CPUPrinter(dtype, fast_math, parallel, helpers_module=helpers)
+        return CPUPrinter(dtype, fast_math, parallel, helpers_module=helpers, export=export)
 
     def lowered(self, name, printer):
         key = (name, printer.variant)
@@ -371,13 +371,15 @@ class CPUBackend:
         disk.store_module(printer.helpers_module, printer.helpers_module_source(), self.cache_dir)
         return printer.helpers_module
 
-    def source_of(self, parallel=False):
-        """One module with every program of the model (what ``export`` writes); printed once."""
-        if parallel not in self._sources:
-            printer = self.printer(parallel)
+    def source_of(self, parallel=False, export=False):
+        """One module with every program of the model; printed once. ``export=True``: the
+        module ``Model.export`` writes, which needs only numpy and numba (its own matmul)."""
+        key = (parallel, export)
+        if key not in self._sources:
+            printer = self.printer(parallel, export)
             programs = [self.program_source(name, printer) for name in self.model.programs]
-            self._sources[parallel] = standalone_source(printer, programs, self.title)
-        return self._sources[parallel]
+            self._sources[key] = standalone_source(printer, programs, self.title)
+        return self._sources[key]
 
     @property
     def source(self):

@@ -396,7 +396,8 @@ class Model:
             if n.role in ("optimizer",):
                 continue
             layer = n.scope.split("/")[0] if n.scope else n.name
-            row = rows.setdefault(layer, ["input" if n.kind == "input" else "", None, []])
+            # a fed input's own row; a layer's random input (dropout mask, BatchNorm's flag) is not one
+            row = rows.setdefault(layer, ["input" if n.kind == "input" and n.role != "random" else "", None, []])
             if n.kind == "parameter":
                 row[2].append(n.name)
             elif n.kind == "op" or row[1] is None:
@@ -492,11 +493,14 @@ class Model:
         return render(self).svg()
 
     def export(self, path):
-        """Write the generated module to ``path``: it needs only numpy and numba.
+        """Write the generated module to ``path``: it needs only numpy and numba (no scipy).
 
-        Its functions take the feeds, then the flat ``params``, ``state``,
-        ``hyper`` and ``work`` arrays and the batch size ``N``; ``_META``
-        inside it gives every buffer's place in those arrays.
+        Its ``forward(feeds, arrays)`` (and ``step``, ``run``) take the arrays of
+        :func:`graphnn.exported_arrays`, saved with ``np.savez`` and read back by its
+        ``load_arrays(path)``. Its compiled functions take the feeds, then the flat
+        ``params``, ``state``, ``hyper`` and ``work`` arrays and the batch size ``N``;
+        ``_META`` inside it gives every buffer's place in those arrays (docs/compiler.md,
+        "Exported modules").
         """
         from pathlib import Path
 
@@ -505,7 +509,9 @@ class Model:
         if path.is_dir():
             raise ArgumentError(f"export: {str(path)!r} is a folder; give the path of the .py file to write")
         path.parent.mkdir(parents=True, exist_ok=True)     # as gn.save does
-        write_atomic(path, self.backend.source)
+        source_of = getattr(self.backend, "source_of", None)      # the CPU backend's printer
+        write_atomic(path, self.backend.source if source_of is None
+                     else source_of(self.backend.parallel is True, export=True))
         return path
 
     def __repr__(self):
