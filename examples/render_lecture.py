@@ -32,10 +32,10 @@ def main(folder="docs/images"):
     formats = ("svg", "png") if system_dot() else ("svg",)
     paths = lecture_pictures(folder, formats)
     _, softmax, feed = lecture_cases()[2]
-    layered = gn.render(softmax, deltas=True, feed=feed, collapse=["log_softmax", "nll"])
+    expanded = gn.render(softmax, deltas=True, feed=feed, expand=True)   # composite ops op by op
     loss, deep_feed = deep_net()
     deep = gn.render(loss, deltas=True, feed=deep_feed, depth=1)
-    for name, picture in (("softmax_classifier-layers", layered), ("deep_tanh-deltas-depth1", deep)):
+    for name, picture in (("softmax_classifier-expanded", expanded), ("deep_tanh-deltas-depth1", deep)):
         for fmt in formats:
             paths.append(picture.save(os.path.join(folder, f"{name}.{fmt}")))
     for path in paths:

@@ -31,9 +31,11 @@ from .reference import evaluate, loss_and_gradients
 from .check import check_grad
 from .render import render
 from .ops import IndexMaxFirst, avg_pool2d, conv2d, flatten, label_one_hot, max_pool2d
+from .ops import append_axes, mean_square
 from .nn import (Activation, AvgPool2D, Conv2D, Dense, Dropout, Flatten, GaussianNoise, GraphLayer, Layer,
                  MaxPool2D, Sequential, as_layer, dense, dropout, gaussian_noise, weight_noise,
                  weight_penalty)
+from .nn import BatchNorm, LayerNorm, batch_norm, layer_norm
 from . import nn
 
 # PyTorch-style short names next to the underscore-suffixed ones

@@ -154,8 +154,13 @@ def main(argv=None):
     p.add_argument("--feed", metavar="DATA.npz",
                    help="input arrays by name (np.savez) to evaluate the graph on: norms of deltas "
                         "and gradients with --deltas, of values without")
-    p.add_argument("--depth", type=int, default=None, help="expand scopes to this depth (0: one box per layer)")
+    p.add_argument("--depth", type=int, default=None,
+                   help="draw scopes nested up to this depth as clusters, deeper ones as one box each "
+                        "(0: one box per layer; default: every layer expanded)")
     p.add_argument("--collapse", action="append", metavar="SCOPE", help="draw this scope as one box")
+    p.add_argument("--expand", action="append", nargs="?", const=True, metavar="SCOPE",
+                   help="draw composite ops (softmax_cross_entropy, mse, ...) op by op: all of them, "
+                        "or the one named (repeatable); by default each is one box")
     p.set_defaults(func=render_command)
     args = parser.parse_args(argv)
     return args.func(args)

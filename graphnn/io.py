@@ -129,19 +129,21 @@ def graph_spec(graph, outputs=None, loss=None):
     ``outputs`` and ``loss`` depend on)."""
     outputs = dict(graph.outputs if outputs is None else outputs)
     roots = [*graph.inputs.values(), *graph.parameters.values(), *outputs.values(),
-             *graph.outputs.values()]
+             *graph.outputs.values(), *graph.updates.values()]
     if loss is not None:
         roots.append(loss)
     nodes = topological(roots)
     check_one_graph(nodes, graph, f"save of graph {graph.name!r}")
     ids = {id(n): k for k, n in enumerate(nodes)}
     return {
-        "graph": {"name": graph.name, "seed": graph.seed},
+        "graph": {"name": graph.name, "seed": graph.seed,
+                  **({"composite_scopes": sorted(graph.composite_scopes)} if graph.composite_scopes else {})},
         "nodes": [_node_spec(n, ids) for n in nodes],
         "inputs": [ids[id(n)] for n in graph.inputs.values()],
         "outputs": {k: ids[id(n)] for k, n in outputs.items()},
         "graph_outputs": {k: ids[id(n)] for k, n in graph.outputs.items() if id(n) in ids},
         "loss": None if loss is None else ids[id(loss)],
+        **({"updates": {k: ids[id(n)] for k, n in graph.updates.items()}} if graph.updates else {}),
     }
 
 
@@ -347,6 +349,9 @@ def graph_from_spec(spec, values, source="the graph description"):
     graph = Graph(_get(info, "name", f"{source}: graph", lambda v: isinstance(v, str), "a string"),
                   seed=_get(info, "seed", f"{source}: graph", lambda v: _is_int(v) and 0 <= v < _MAX_INT,
                             "a non-negative integer", 0))
+    graph.composite_scopes = set(_get(info, "composite_scopes", f"{source}: graph",  # drawn as one box
+                                      lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v),
+                                      "a list of scope names", []))
     nodes = []
     entries = _get(spec, "nodes", source, lambda v: isinstance(v, list), "a list")
     for position, entry in enumerate(entries):
@@ -377,6 +382,14 @@ def graph_from_spec(spec, values, source="the graph description"):
         raise FileFormatError(f"{source}: the loss {loss.name!r} has shape {loss.shape}; a loss is a scalar")
     if not outputs and loss is None:
         raise FileFormatError(f"{source}: the file names no outputs and no loss")
+    for name, value in named("updates", {}).items():     # buffers a training step rewrites
+        buffer = graph.parameters.get(name)
+        try:
+            if buffer is None:
+                raise GraphnnError(f"{name!r} is not a parameter of the graph")
+            graph.update(buffer, value)
+        except GraphnnError as error:
+            raise FileFormatError(f"{source}: updates[{name!r}]: {error}") from None
     unknown = sorted(set(values) - set(graph.parameters))
     if unknown:
         raise FileFormatError(f"{source}: the arrays file has arrays for no parameter of the graph: "

@@ -252,6 +252,13 @@ class Writer:
         labels = self.input((None, 1), f"rng.integers(0, {self.width}, ({self.batch}, 1))")
         return self.op(f"gn.REGISTRY['label_one_hot']({labels}, classes={self.width}{self.name_kw()})")
 
+    def append_axes(self, name):
+        """Trailing axes of size 1, summed away again so the result broadcasts as its operand."""
+        a = self.operand()
+        k = self.draw(st.integers(1, 2))
+        return self.op(f"gn.sum(gn.REGISTRY['append_axes']({a}, count={k}{self.name_kw()}), "
+                       f"axis={tuple(range(-k, 0))!r})")
+
     def image(self, name):
         """conv2d -> a pooling -> flatten -> matmul: an image branch joining the graph."""
         channels, stride, padding = (self.draw(st.integers(1, 2)), self.draw(st.integers(1, 2)),
@@ -285,14 +292,15 @@ class Writer:
         if kind in ELEMENTWISE:
             return self.elementwise(kind)
         writer = {"matmul": self.matmul, "linear": self.linear, "sum": self.reduction,
-                  "mean": self.reduction, "max": self.reduction, "sum_to": self.sum_to,
+                  "mean": self.reduction, "max": self.reduction, "mean_square": self.reduction,
+                  "sum_to": self.sum_to,
                   "conv2d": self.image, "max_pool2d": self.image, "avg_pool2d": self.image,
                   "flatten": self.image}.get(kind) or getattr(self, kind)
         return writer(kind)
 
 
 INDEX_WRITTEN = {"matmul", "linear", "sum", "mean", "max", "sum_to", "conv2d", "max_pool2d",
-                 "avg_pool2d", "flatten", "label_one_hot"}
+                 "avg_pool2d", "flatten", "label_one_hot", "mean_square", "append_axes"}
 
 
 def step_kinds(finite_differences):

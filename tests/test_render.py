@@ -52,7 +52,7 @@ def deep_net(blocks, layers, width=4):
 
 # -- forward graph ------------------------------------------------------------
 def test_forward_dot_has_nodes_edges_clusters_shapes_and_weights():
-    source = gn.render(lecture.regression_net()).source
+    source = gn.render(lecture.regression_net(), expand=True).source      # mse op by op
     assert len(node_ids(source)) == 12
     assert len(edges(source)) == 11
     assert source.count("subgraph cluster_") == 3
@@ -75,14 +75,14 @@ def test_depth_zero_collapses_every_scope_to_one_box():
 
 
 def test_collapse_names_scopes_and_depth_expands_nested_scopes():
-    source = gn.render(lecture.softmax_classifier(), collapse=["log_softmax"]).source
-    assert source.count("shape=box3d") == 1 and source.count("subgraph cluster_") == 2
+    source = gn.render(lecture.softmax_classifier(), collapse=["log_softmax"], expand=True).source
+    assert source.count("shape=box3d") == 1 and source.count("subgraph cluster_") == 2   # collapse wins
     loss = deep_net(blocks=3, layers=2)
     one = gn.render(loss, depth=1).source
-    assert one.count("subgraph cluster_") == 5                     # 3 blocks, head, mse
-    assert one.count("shape=box3d") == 6                           # their layers, collapsed
+    assert one.count("subgraph cluster_") == 4                     # 3 blocks, head
+    assert one.count("shape=box3d") == 7                           # their layers, collapsed; mse
     assert 'label="block0 · 40 weights\\l"' in one
-    full = gn.render(loss).source
+    full = gn.render(loss, expand=True).source
     assert "shape=box3d" not in full and full.count("subgraph cluster_") == 11
 
 
@@ -90,7 +90,7 @@ def test_render_accepts_graphs_nodes_and_lecture_nets():
     net = lecture.regression_net()
     assert 'label="y_hat: z\\n' in gn.render(net).source             # the net's layer names tag nodes
     assert len(node_ids(gn.render(net.graph).source)) == 8          # named output y_hat only
-    assert len(node_ids(gn.render(net.loss).source)) == 12
+    assert len(node_ids(gn.render(net.loss, expand=True).source)) == 12
     empty = gn.Graph("empty")
     empty.input("x", (None, 1))
     with pytest.raises(gn.GraphnnError, match="no named outputs"):
@@ -103,7 +103,7 @@ def test_render_accepts_graphs_nodes_and_lecture_nets():
 
 # -- delta flow ------------------------------------------------------------------
 def test_delta_flow_edges_carry_local_derivatives():
-    picture = gn.render(lecture.regression_net(), deltas=True)
+    picture = gn.render(lecture.regression_net(), deltas=True, expand=True)
     source = picture.source
     delta_edges = [e for e in edges(source) if e[0].startswith("d") and e[1].startswith("d")]
     assert len(delta_edges) == 9                                     # one per forward edge the loss needs
@@ -114,7 +114,8 @@ def test_delta_flow_edges_carry_local_derivatives():
     assert picture.derivatives[("hidden/tanh", 0)].latex.startswith("\\frac{\\partial \\mathrm{tanh}}{\\partial z}")
     assert picture.derivatives[("hidden/tanh", 0)].text == "1 - tanh(z)**2"
     assert 'label="δ y\\n' not in source                                    # targets get no delta by default
-    assert 'label="δ y\\n' in gn.render(lecture.regression_net(), deltas=True, input_deltas=True).source
+    assert 'label="δ y\\n' in gn.render(lecture.regression_net(), deltas=True, input_deltas=True,
+                                          expand=True).source
 
 
 def test_derivative_text_is_readable():
@@ -153,7 +154,8 @@ def test_vanishing_and_exploding_gradients_stand_out():
 def test_delta_flow_collapsed_shows_layer_gradient_norms():
     net = lecture.softmax_classifier()
     source = gn.render(net, deltas=True, feed=feed_of(2), collapse=["log_softmax", "nll"]).source
-    assert 'label="δ z3\\n' in source and "6 deltas" in source   # the lecture's δ³
+    assert 'label="δ z3\\n' in source and "6 deltas inside" in source   # the lecture's δ³
+    assert re.search(r'label="δ z3\\nδ in \(N, 2\) · ‖δ‖ = [\d.]+"', source)   # the δ flowing into the box
     assert re.search(r"s0 -> ds0|ds0 -> s0", source)                # box and its δ box side by side
     assert "‖δ‖ " in source                                          # box-to-box edges show norms
 

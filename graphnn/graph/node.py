@@ -298,10 +298,12 @@ class Graph:
         self.parameters = {}
         self.values = {}          # parameter name -> float64 array
         self.trainable = {}       # parameter name -> bool
+        self.updates = {}         # buffer name -> node whose value a training step writes into it
         self.outputs = {}         # user-named outputs
         self._names = set()
         self._counters = {}
         self._scope = []
+        self.composite_scopes = set()  # scope paths opened by composite ops (pictures draw them as one box)
 
     # -- naming -------------------------------------------------------------
     def unique_name(self, base):
@@ -336,9 +338,12 @@ class Graph:
         return "/".join(self._scope)
 
     @contextlib.contextmanager
-    def scope(self, name):
-        """Group nodes built inside (a layer, a composite op) under ``name``."""
+    def scope(self, name, composite=False):
+        """Group nodes built inside (a layer, a composite op) under ``name``; ``composite=True``
+        records it as a composite op's scope (see :attr:`composite_scopes`)."""
         self._scope.append(check_name(name, f"graph {self.name!r}: scope", empty=True))
+        if composite:
+            self.composite_scopes.add("/".join(self._scope))
         try:
             yield "/".join(self._scope)
         finally:
@@ -400,6 +405,29 @@ class Graph:
         self.values[full] = value
         self.trainable[full] = bool(trainable)
         return node
+
+    def buffer(self, name, shape, init="zeros", value=None, dtype=None):
+        """A non-trainable parameter that training steps rewrite (BatchNorm's running
+        statistics): no gradient reaches it; :meth:`update` names its new value."""
+        return self.parameter(name, shape, init=init, value=value, trainable=False, dtype=dtype)
+
+    def update(self, buffer, value):
+        """Write ``value`` into ``buffer`` in every training step (``model.step``, ``fit``),
+        after the step has read the old value. Both are nodes of this graph of the same shape."""
+        check_node(buffer, f"graph {self.name!r}: update", "buffer")
+        check_node(value, f"graph {self.name!r}: update of {buffer.name!r}", "value")
+        if buffer.kind != "parameter" or self.parameters.get(buffer.name) is not buffer \
+                or self.trainable.get(buffer.name, True):
+            raise ArgumentError(f"graph {self.name!r}: update: {buffer.name!r} is not a buffer of this "
+                               f"graph; make one with graph.buffer(...)")
+        if value.graph is not self or value.shape != buffer.shape:
+            raise ShapeError(f"graph {self.name!r}: update of buffer {buffer.name!r} {format_shape(buffer.shape)}: "
+                             f"value {value.name!r} has shape {format_shape(value.shape)}"
+                             + ("" if value.graph is self else " and is in another graph"))
+        if buffer.name in self.updates:
+            raise ArgumentError(f"graph {self.name!r}: buffer {buffer.name!r} already has an update")
+        self.updates[buffer.name] = value
+        return value
 
     def constant(self, value, name=None):
         """A fixed array or scalar baked into the graph."""

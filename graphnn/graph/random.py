@@ -31,6 +31,8 @@ DISTRIBUTIONS = {
                lambda rng, shape, mean, std: rng.normal(mean, std, size=shape)),
     "uniform": ({"low": 0.0, "high": 1.0},
                 lambda rng, shape, low, high: rng.uniform(low, high, size=shape)),
+    # the same value in every training step, no draw: "training" flags (BatchNorm: 1, eval 0)
+    "constant": ({"value": 1.0}, lambda rng, shape, value: np.full(shape, value)),
 }
 
 

@@ -88,6 +88,26 @@ def build_programs(graph, loss, outputs, optimizer, trainable):
             node = Node("op", op, [leaves[a] for a in op.arg_names], {"update_of": target, "parameter": name},
                         param.shape, param.dtype, f"update[{target}]", graph, param.scope, role="update")
             updates[target] = node
+    updates.update(_buffer_updates(graph, params, trainable))
     programs["step"] = Program("step", {"loss": loss}, updates)
     programs["step"].backward = backward
     return programs
+
+
+def _buffer_updates(graph, params, trainable):
+    """The step's writes of the buffers the loss reads (``graph.update``): the new value through
+    an identity node with the role "update", as an optimizer rule writes a parameter, so the
+    lowering orders it after every read of the old value."""
+    from ..errors import ArgumentError
+    from ..ops.elementwise import identity
+    updates = {}
+    for name, value in getattr(graph, "updates", {}).items():
+        if name not in params:
+            continue
+        if name in trainable:
+            raise ArgumentError(f"buffer {name!r} is trainable, but training steps write it with its "
+                               f"update; set graph.trainable[{name!r}] = False")
+        buffer = params[name]
+        updates[name] = Node("op", identity, [value], {"update_of": name, "parameter": name},
+                             buffer.shape, buffer.dtype, f"update[{name}]", graph, buffer.scope, role="update")
+    return updates

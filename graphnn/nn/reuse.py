@@ -62,12 +62,28 @@ class GraphLayer:
         host = next(iter(bound.values())).graph
         shared = self._shared.setdefault(id(host), {}) if self.mode != "copy" else {}
         made = {id(n): bound[n.name] for n in self.inputs}
-        with host.scope(host.unique_name(self.name).split("/")[-1]):
+        with host.scope(host.unique_name(self.name).split("/")[-1]) as path:
             for node in self._nodes:
                 if id(node) not in made:
                     made[id(node)] = self._rebuild(node, host, made, shared)
+            self._rebuild_updates(host, made, shared)
+            host.composite_scopes.update(f"{path}/{p}" for p in self.graph.composite_scopes)
         out = {k: made[id(n)] for k, n in self.outputs.items()}
         return next(iter(out.values())) if len(out) == 1 else out
+
+    def _rebuild_updates(self, host, made, shared):
+        """The updates of the wrapped buffers this call uses (BatchNorm's running statistics),
+        unless frozen; a buffer shared with an earlier call keeps that call's update."""
+        if self.mode == "freeze":
+            return
+        for node in self._nodes:
+            value = self.graph.updates.get(node.name) if node.kind == "parameter" else None
+            if value is None or made[id(node)].name in host.updates:
+                continue
+            for part in topological([value]):
+                if id(part) not in made:
+                    made[id(part)] = self._rebuild(part, host, made, shared)
+            host.update(made[id(node)], made[id(value)])
 
     def _bind(self, args, kwargs):
         names = [n.name for n in self.inputs]

@@ -8,7 +8,7 @@ from .elementwise import (abs_, add, celu, div, elu, exp, gelu, gelu_tanh, hards
 from .conv import avg_pool2d, conv2d, flatten, max_pool2d
 from .functions import IndexMax, IndexMaxFirst, IndexSum
 from .index_body import BATCH_SIZE, IndexBody, Term, guarded, in_range, indices
-from .index_ops import linear, matmul, max_, mean, sum_, sum_to
+from .index_ops import append_axes, linear, matmul, max_, mean, mean_square, sum_, sum_to
 from .primitives import PRIMITIVES, ClampedLog, ClampedReciprocal, Expm1, Sigmoid, Softplus, StopGradient
 from .registry import (ACTIVATIONS, REGISTRY, AttrKind, ElementwiseOp, IndexOp, Ints, check_derivative,
                        elementwise, index_op)

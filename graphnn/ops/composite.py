@@ -63,7 +63,7 @@ def _scoped(node, name, what):
                             f"graph (g.input, g.parameter, an op)")
     if not isinstance(name, str):
         raise ArgumentError(f"{what}: name {_short(name)} is not a string")
-    return node.graph.scope(node.graph.unique_name(name).split("/")[-1])
+    return node.graph.scope(node.graph.unique_name(name).split("/")[-1], composite=True)
 
 
 def softmax(x, axis=-1, name="softmax"):

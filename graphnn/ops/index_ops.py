@@ -111,3 +111,28 @@ def sum_to(x, shape: SHAPE = ()):
             raise ShapeError(f"sum_to: axis {offset + d} of {x.shape} cannot sum to {target}")
     body = x[tuple(idx)]
     return tuple(out), (IndexSum(body, *reduced) if reduced else body)
+
+
+@index_op(examples=[{"x": (None, 4)}, {"x": (None, 3, 2, 2), "axis": (0, 2, 3), "correction": 1},
+                    {"x": (None, 2, 3), "axis": (1, 2), "keepdims": True}])
+def mean_square(x, axis: Ints(optional=True) = None, keepdims: bool = False, correction: int = 0):
+    """Sum of x**2 over ``axis`` divided by (count - ``correction``): the variance of values
+    already centred on their mean, biased (0) or Bessel-corrected (1). Where the count is not
+    above ``correction`` (one row, correction 1) it divides by 1."""
+    out, body = _reduction(x, axis, keepdims, lambda e, *r: IndexSum(e ** 2, *r), "mean_square")
+    if x.ndim == 0:     # nothing to reduce: _reduction returned x itself
+        body = body ** 2
+    count = sp.Integer(1)
+    for a in _axes(axis, x.ndim, "mean_square"):
+        count *= BATCH_SIZE if x.shape[a] is None else x.shape[a]
+    return out, body / sp.Piecewise((count - correction, count > correction), (1, True))
+
+
+@index_op(examples=[{"x": (3,), "count": 2}, {"x": (None, 2), "count": 1}])
+def append_axes(x, count: int = 1):
+    """``x`` with ``count`` axes of size 1 appended: a per-channel vector (C,) as (C, 1, 1)
+    broadcasts against (N, C, H, W)."""
+    idx = indices(" ".join(f"i{d}" for d in range(x.ndim))) if x.ndim > 1 else (
+        (indices("i0"),) if x.ndim == 1 else ())
+    ones = tuple((indices(f"k{d}"), 1) for d in range(count))
+    return (*idx, *ones), x[tuple(idx)]

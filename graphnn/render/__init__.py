@@ -20,17 +20,22 @@ from .scopes import Layout
 __all__ = ["render", "Rendering", "RenderFormatError", "backend_name", "system_dot"]
 
 
-def render(target, deltas=False, feed=None, depth=None, collapse=(), params=None, layers=None,
-           title=None, input_deltas=False):
+def render(target, deltas=False, feed=None, depth=None, collapse=(), expand=False, params=None,
+           layers=None, title=None, input_deltas=False):
     """Draw a network, or its backward pass with ``deltas=True``.
 
     ``target``: a :class:`Graph` (its named outputs are drawn), an output or
     loss node, a list of nodes, a compiled :class:`graphnn.Model`, or an
     object with ``.loss`` (and ``.graph``, ``.layers``) such as the networks
     in :mod:`graphnn.lecture`.
-    ``depth``: scopes (layers, composite ops) nested up to ``depth`` levels are
-    drawn as clusters, deeper ones as one box each; 0 collapses every scope,
-    None expands all. ``collapse``: scope names to draw as one box anyway.
+    Composite ops (``softmax_cross_entropy``, ``mse``, ``log_softmax``, ...) are
+    drawn as one box each unless ``expand`` opens them: ``expand=True`` opens
+    every one, ``expand="softmax_ce"`` (or a list of names or scope paths) those
+    named; composites nested in an opened one stay boxes unless named too.
+    ``depth``: scopes nested up to ``depth`` levels are drawn as clusters,
+    deeper ones as one box each; 0 collapses every scope (expanded composites
+    too), None (the default) expands every layer. ``collapse``: scope names to
+    draw as one box anyway (it wins over ``expand``).
     ``feed``: input arrays; with ``deltas=True`` the picture shows δ norms,
     gradient norms and colours δ edges by magnitude (without deltas it shows
     value norms). ``params`` overrides parameter values; given params (a compiled
@@ -54,7 +59,7 @@ def render(target, deltas=False, feed=None, depth=None, collapse=(), params=None
     if deltas and loss is None:
         raise GraphnnError(f"render(deltas=True) needs a scalar loss; {name!r} has none among "
                            f"{[o.name for o in outputs]} -- pass the loss node or an object with .loss")
-    layout = Layout(topological(outputs), depth=depth, collapse=collapse)
+    layout = Layout(topological(outputs), depth=depth, collapse=collapse, expand=expand)
     picture = Picture(layout, name, title or f"{name} · {_weights(layout.nodes)} weights", loss=loss,
                       tags=tags, faded_forward=deltas)
     picture.add_forward()

@@ -54,7 +54,7 @@ def check_format(out):
     return fmt
 
 
-def run(spec, out, deltas=False, depth=None, collapse=(), feed=None):
+def run(spec, out, deltas=False, depth=None, collapse=(), feed=None, expand=False):
     """Render the graph ``spec`` builds to ``out``; returns the path written.
 
     The function may return a Graph, an output or loss node, or an object with
@@ -70,15 +70,16 @@ def run(spec, out, deltas=False, depth=None, collapse=(), feed=None):
     target = load(spec)
     if feed is None and deltas:
         feed = getattr(target, "feed", None)
-    picture = render(target, deltas=deltas, feed=feed, depth=depth, collapse=collapse)
+    picture = render(target, deltas=deltas, feed=feed, depth=depth, collapse=collapse, expand=expand)
     return picture.save(out)
 
 
 def main(args):
     """Entry point of the ``render`` subcommand (argparse namespace in, exit status out)."""
     try:
+        expand = args.expand or ()  # --expand alone: [True]; --expand NAME: [NAME]
         path = run(args.target, args.out, deltas=args.deltas, depth=args.depth,
-                   collapse=args.collapse or (), feed=args.feed)
+                   collapse=args.collapse or (), feed=args.feed, expand=True in expand or list(expand))
     except (GraphnnError, ImportError, TypeError) as e:
         print(f"graphnn render: {e}", file=sys.stderr)
         return 2

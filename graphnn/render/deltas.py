@@ -103,9 +103,19 @@ class DeltaFlow:
         self._pair(node.scope, self.layout.vid(node), self.dvid(node), line=not gradient)
 
     def _add_delta_box(self, box):
+        """The δ box of a collapsed scope: the δ into it (that of its output, the last of its nodes)
+        and, given a feed, the norm of its parameters' gradients."""
         back = self.back
         inside = [n for n in box.nodes if back.has_delta(n)]
-        details = [f"{len(inside)} delta" + ("" if len(inside) == 1 else "s")]
+        last = box.nodes[-1]
+        details = []
+        if back.has_delta(last):
+            delta = back.delta(last)
+            if delta is back.seed:
+                details.append("δ in = 1 (seed)")
+            else:
+                norm = "" if self.norms is None else f" · ‖δ‖ = {style.number(self.norms[delta.name])}"
+                details.append(f"δ in {format_shape(delta.shape)}{norm}")
         params = [n for n in inside if n.kind == "parameter"]
         if self.norms is not None and params:
             g = np.sqrt(sum(self.norms[back.delta(n).name] ** 2 for n in params))
@@ -113,7 +123,8 @@ class DeltaFlow:
         attrs = dict(style.KIND["delta_scope"])
         tags = [self.picture.tags[id(n)] for n in box.nodes if id(n) in self.picture.tags]
         title = f"δ {tags[-1]}" if tags else f"δ {box.name}"
-        attrs.update(label=style.label(title, *details), tooltip=style.text(f"deltas of {box.prefix}"))
+        count = f"{len(inside)} delta" + ("" if len(inside) == 1 else "s")
+        attrs.update(label=style.label(title, *details), tooltip=style.text(f"{count} inside {box.prefix}"))
         prefix = parent_scope(box.prefix)
         self.picture.add_node(prefix, self.dvid(box.nodes[0]), attrs)
         self._pair(prefix, box.id, self.dvid(box.nodes[0]))

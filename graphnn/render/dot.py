@@ -66,10 +66,14 @@ class Picture:
         return style.label(self.node_title(node), *details)
 
     def box_label(self, box):
-        details = [box.op_summary()]
-        w = box.weights
-        last = box.nodes[-1]
-        details.append(f"{w} weights · {format_shape(last.shape)}" if w else format_shape(last.shape))
+        """'softmax_ce', '10 ops · scalar', '= 1.36': name, ops, weights and output shape, value."""
+        w, last = box.weights, box.nodes[-1]
+        shape = "scalar" if last.shape == () else format_shape(last.shape)
+        ops = box.op_summary()
+        details = [ops, f"{w} weights · {shape}"] if w else [" · ".join(t for t in (ops, shape) if t)]
+        value = self.values.get(last.name)
+        if value is not None:
+            details.append(style.value(value))
         tags = [self.tags[id(n)] for n in box.nodes if id(n) in self.tags]
         title = f"{tags[-1]}: {box.name}" if tags else box.name
         return style.label(title, *details)
@@ -188,7 +192,9 @@ class Picture:
     def _box_attrs(self, box):
         kind = "loss_scope" if self.loss is not None and self.loss in box.nodes else "scope"
         attrs = dict(style.KIND[kind])
-        attrs.update(label=self.box_label(box), tooltip=style.text(f"{box.prefix}: {len(box.nodes)} nodes"))
+        what = "composite op" if box.composite else "scope"
+        attrs.update(label=self.box_label(box),
+                     tooltip=style.text(f"{what} {box.prefix}: {len(box.nodes)} nodes"))
         return attrs
 
     # -- output -------------------------------------------------------------

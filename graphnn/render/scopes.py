@@ -1,12 +1,16 @@
-"""What a picture shows: scopes as clusters, and scopes deeper than ``depth`` collapsed to one box.
+"""What a picture shows: scopes as clusters, and composite ops and scopes deeper than ``depth`` as one box.
 
 A node's ``scope`` ('hidden', 'block3/layer0', 'log_softmax') says which layer
-or composite op built it. Scopes up to ``depth`` levels deep are drawn as
-clusters around their nodes; the first scope below that (or any named in
-``collapse``) becomes a single box standing for every node inside it, so a
+or composite op built it; the graph's ``composite_scopes`` says which of them a
+composite op (``softmax_cross_entropy``, ``mse``, ...) opened. Layer scopes up to
+``depth`` levels deep are drawn as clusters around their nodes; the first scope
+below that, any named in ``collapse``, and every composite op not named in
+``expand`` become a single box standing for every node inside it, so a
 thousand-node network reads as a few dozen boxes.
 """
 import numpy as np
+
+from ..errors import ArgumentError
 
 
 def prefixes(scope):
@@ -30,11 +34,35 @@ def weights(node):
     return int(np.prod(node.shape, dtype=np.int64)) if node.kind == "parameter" else 0
 
 
+def names(value, what):
+    """Scope names given as one string or an iterable of strings, as a list."""
+    if isinstance(value, str):
+        return [value]
+    try:
+        value = list(value)
+    except TypeError:
+        value = None
+    if value is None or not all(isinstance(v, str) for v in value):
+        raise ArgumentError(f"render: {what} must be a scope name or a list of scope names"
+                            + (", or True for every composite op" if what == "expand" else ""))
+    return value
+
+
+def _named(prefix, chosen):
+    """Whether the scope ``prefix`` is in ``chosen`` by its path or by its own name."""
+    return prefix in chosen or prefix.rsplit("/", 1)[-1] in chosen
+
+
+def _composite(node, prefix):
+    """Whether a composite op (not a layer) opened the scope ``prefix`` of ``node``'s graph."""
+    return prefix in node.graph.composite_scopes
+
+
 class Box:
     """A collapsed scope: one box standing for all of its nodes."""
 
-    def __init__(self, prefix, index):
-        self.prefix, self.id, self.nodes = prefix, f"s{index}", []
+    def __init__(self, prefix, index, composite=False):
+        self.prefix, self.id, self.nodes, self.composite = prefix, f"s{index}", [], composite
 
     @property
     def name(self):
@@ -59,8 +87,11 @@ class Layout:
     child clusters ('' is the top level).
     """
 
-    def __init__(self, nodes, depth=None, collapse=()):
-        self.nodes, self.depth, self.collapse = list(nodes), depth, set(collapse)
+    def __init__(self, nodes, depth=None, collapse=(), expand=False):
+        self.nodes, self.depth = list(nodes), depth
+        self.collapse = set(names(collapse, "collapse"))
+        self.expand = expand if isinstance(expand, bool) or expand is None else set(names(expand, "expand"))
+        self.opened = self._opened()
         self.index = {id(n): k for k, n in enumerate(self.nodes)}
         self.boxes, self.clusters = {}, {"": []}
         self.members = {"": {"nodes": [], "boxes": [], "clusters": []}}
@@ -68,12 +99,32 @@ class Layout:
         for node in self.nodes:
             self._place(node)
 
+    def _opened(self):
+        """The composite scopes ``expand`` names, with the composites around them (opening
+        'softmax_ce/nll' opens 'softmax_ce' too). A name must name a composite op in the picture:
+        a typo would otherwise change nothing, silently."""
+        if not isinstance(self.expand, set):
+            return set()
+        composites = {p for n in self.nodes for p in prefixes(n.scope) if _composite(n, p)}
+        known = composites | {p.rsplit("/", 1)[-1] for p in composites}
+        unknown = sorted(self.expand - known)
+        if unknown:
+            raise ArgumentError(f"render: expand={unknown[0]!r} names no composite op in this picture; "
+                                f"its composite ops are {sorted(composites) or 'none'} (layers are "
+                                f"expanded already; expand=True, or --expand alone, expands every "
+                                f"composite op)")
+        named = [p for p in composites if _named(p, self.expand)]
+        return {p for n in named for p in prefixes(n) if p in composites}
+
     def _collapsed_prefix(self, node):
         for level, prefix in enumerate(prefixes(node.scope), 1):
             too_deep = self.depth is not None and level > self.depth
-            if too_deep or prefix in self.collapse or prefix.rsplit("/", 1)[-1] in self.collapse:
+            if too_deep or _named(prefix, self.collapse) or self._closed_composite(node, prefix):
                 return prefix
         return None
+
+    def _closed_composite(self, node, prefix):
+        return self.expand is not True and _composite(node, prefix) and prefix not in self.opened
 
     def _cluster(self, prefix):
         """Register an expanded cluster and its ancestors."""
@@ -92,7 +143,7 @@ class Layout:
             return
         box = self.boxes.get(prefix)
         if box is None:
-            box = self.boxes[prefix] = Box(prefix, len(self.boxes))
+            box = self.boxes[prefix] = Box(prefix, len(self.boxes), _composite(node, prefix))
             self._cluster(parent_scope(prefix))["boxes"].append(box)
         box.nodes.append(node)
         self._owner[id(node)] = box

@@ -10,6 +10,8 @@ GRAPH = {"rankdir": "LR", "fontname": FONT, "fontsize": "15", "nodesep": "0.22",
          "newrank": "true", "labelloc": "t", "labeljust": "l", "pad": "0.15", "bgcolor": "white"}
 NODE = {"fontname": FONT, "fontsize": "10", "margin": "0.08,0.03", "height": "0.3", "penwidth": "1.2"}
 EDGE = {"fontname": FONT, "fontsize": "9", "arrowsize": "0.6", "color": "#475569"}
+# a 3-D box draws its depth inside its width: more margin keeps the label off its edges
+BOX_MARGIN = "0.16,0.05"
 
 KIND = {
     "input": {"shape": "ellipse", "style": "filled", "fillcolor": "#dbeafe", "color": "#1d4ed8"},
@@ -17,11 +19,14 @@ KIND = {
     "constant": {"shape": "box", "style": "dashed", "color": "#94a3b8", "fontcolor": "#475569"},
     "op": {"shape": "box", "style": "rounded,filled", "fillcolor": "#f8fafc", "color": "#475569"},
     "loss": {"shape": "box", "style": "rounded,filled,bold", "fillcolor": "#fee2e2", "color": "#b91c1c"},
-    "scope": {"shape": "box3d", "style": "filled", "fillcolor": "#e0e7ff", "color": "#4338ca"},
-    "loss_scope": {"shape": "box3d", "style": "filled", "fillcolor": "#fee2e2", "color": "#b91c1c"},
+    "scope": {"shape": "box3d", "style": "filled", "fillcolor": "#e0e7ff", "color": "#4338ca",
+              "margin": BOX_MARGIN},
+    "loss_scope": {"shape": "box3d", "style": "filled", "fillcolor": "#fee2e2", "color": "#b91c1c",
+                   "margin": BOX_MARGIN},
     "delta": {"shape": "box", "style": "rounded,filled", "fillcolor": "#f3e8ff", "color": "#7e22ce"},
     "gradient": {"shape": "box", "style": "filled,bold", "fillcolor": "#ffedd5", "color": "#c2410c"},
-    "delta_scope": {"shape": "box3d", "style": "filled", "fillcolor": "#f3e8ff", "color": "#7e22ce"},
+    "delta_scope": {"shape": "box3d", "style": "filled", "fillcolor": "#f3e8ff", "color": "#7e22ce",
+                    "margin": BOX_MARGIN},
 }
 
 CLUSTER = {"style": "rounded,filled", "color": "#94a3b8", "fontname": FONT, "fontsize": "11",
