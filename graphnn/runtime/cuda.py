@@ -100,6 +100,9 @@ class CUDABackend:
         # MAX_PLANS are dropped, so device memory does not grow with every batch size used
         self._views = OrderedDict()
         self._launches = {}
+        # the device's parameters and state are newer than the model's host arrays (after a
+        # step): model.params/state copy them back when next read (refresh_host)
+        self.host_stale = False
         # one call at a time: calls share device buffers
         # (the model's lock: one for the model and its backend)
         self._lock = getattr(model, "lock", None) or threading.RLock()
@@ -166,6 +169,8 @@ class CUDABackend:
             launches = self._launches[(name, batch)] = getattr(self.compiled.module, name)(views, batch)
         for launch in launches:
             launch()
+        if name == "step":      # the one program that writes parameters and state
+            self.host_stale = True
         out = {}
         for oname, (array, offset, size, shape) in self.compiled.meta[name]["outputs"].items():
             if array == "const":
@@ -187,25 +192,37 @@ class CUDABackend:
         return self.d_params[a:b].copy_to_host().reshape(shape)
 
     def write_param(self, name, value):
+        self.refresh_host()     # the host arrays must be current before the write copies one of them
         a, b, shape = self.param_slices[name]
         host = self.d_params.copy_to_host()
         host[a:b] = np.asarray(value, dtype=self.model.dtype).reshape(-1)
         self.d_params.copy_to_device(host)
 
     def write_state(self, name, value):
+        self.refresh_host()
         a, b, shape = self.state_slices[name]
         host = self.d_state.copy_to_host()
         host[a:b] = np.asarray(value, dtype=self.model.dtype).reshape(-1)
         self.d_state.copy_to_device(host)
 
+    def refresh_host(self):
+        """Copy parameters and state back into the model's host arrays if a step changed them
+        on the device since the last copy (model.params/state call this when read)."""
+        if self.host_stale:
+            with self._lock:
+                if self.host_stale:
+                    self.sync_to_host()
+
     def sync_to_host(self):
         """Copy parameters and state back into the model's host arrays."""
+        self.host_stale = False
+        params, state = self.model._params, self.model._state   # their plain storage: no refresh
         host = self.d_params.copy_to_host()
         for k, (a, b, shape) in self.param_slices.items():
-            self.model.params[k][...] = host[a:b].reshape(shape)
+            dict.__getitem__(params, k)[...] = host[a:b].reshape(shape)
         host = self.d_state.copy_to_host()
         for k, (a, b, shape) in self.state_slices.items():
-            self.model.state[k][...] = host[a:b].reshape(shape)
+            dict.__getitem__(state, k)[...] = host[a:b].reshape(shape)
 
     @property
     def source(self):

@@ -112,15 +112,17 @@ class Model:
         self.backend = make_backend(target, self, **options)
         # after the backend: it may have moved the arrays into storage of its own (the CPU's
         # flat arrays), and assigning a new value must write into that storage
-        self._params = _Buffers("parameter", self._params, self._write_param)
-        self._state = _Buffers("optimizer state", self._state, self._write_state)
+        # a target computing in storage of its own (CUDA) copies it back lazily, when read
+        refresh = getattr(self.backend, "refresh_host", None)
+        self._params = _Buffers("parameter", self._params, self._write_param, refresh)
+        self._state = _Buffers("optimizer state", self._state, self._write_state, refresh)
 
     @property
     def params(self):
         """{name: array} of the parameters. ``model.params[name] = value`` (or
         ``model.params = {name: value}``) copies the value into the arrays the target computes
-        with, after checking its name and shape; a read of a CUDA model's arrays may be stale
-        (use :meth:`get_params`)."""
+        with, after checking its name and shape. On CUDA the arrays are copied back from the
+        device when read after a training step (all at once, only then)."""
         return self._params
 
     @params.setter
@@ -531,9 +533,37 @@ class _Buffers(dict):
     into the storage the target computes with (the CPU's flat arrays, the GPU's memory), so
     ``model.params["b"] = value`` acts alike on every target. The names and shapes are fixed."""
 
-    def __init__(self, kind, arrays, write):
+    def __init__(self, kind, arrays, write, refresh=None):
         super().__init__(arrays)
-        self.kind, self._write = kind, write
+        self.kind, self._write, self._refresh = kind, write, refresh
+
+    # reads: a target with storage of its own (CUDA) first copies newer values back
+    def _fresh(self):
+        if self._refresh is not None:
+            self._refresh()
+
+    def __getitem__(self, name):
+        self._fresh()
+        return dict.__getitem__(self, name)
+
+    def get(self, name, default=None):
+        self._fresh()
+        return dict.get(self, name, default)
+
+    def values(self):
+        self._fresh()
+        return dict.values(self)
+
+    def items(self):
+        self._fresh()
+        return dict.items(self)
+
+    def __iter__(self):     # also makes dict(model.params) and {**model.params} read through here
+        self._fresh()
+        return dict.__iter__(self)
+
+    def copy(self):
+        return {k: np.array(v) for k, v in self.items()}
 
     def checked(self, name, value):
         """``value`` as an array of this buffer's dtype and shape, or a FeedError."""
@@ -568,7 +598,7 @@ class _Buffers(dict):
     __delitem__ = pop = popitem = clear = _fixed
 
     def __reduce__(self):       # a copy is a plain dict of copies
-        return dict, ({k: np.array(v) for k, v in self.items()},)
+        return dict, (self.copy(),)
 
 
 class _InterruptGuard:
