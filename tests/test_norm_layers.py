@@ -247,14 +247,14 @@ def test_a_one_row_batch_leaves_the_running_variance_finite():
     np.testing.assert_allclose(model.params["bn/running_mean"], [0.1, 0.2, 0.3])
 
 
-def test_summary_shows_the_buffers_as_frozen_weights_of_the_layer():
+def test_summary_shows_the_buffers_apart_from_frozen_weights():
     net = gn.Sequential([gn.Dense(4), gn.BatchNorm(name="bn"), gn.Dropout(0.5, name="drop"), gn.Dense(2)])
     g = net.to_graph((None, 3))
     model = gn.compile(g, outputs={"y": g.outputs["y_hat"]}, target="reference")
     rows = {line.split()[0]: line for line in model.summary(print_fn=None).splitlines()[3:8]}
-    assert rows["bn"].split()[1:] == ["(N,", "4)", "16", "partly"]      # not "bn (input)"
+    assert rows["bn"].split()[1:] == ["(N,", "4)", "16", "yes", "+", "buffers"]   # not "bn (input)"
     assert rows["drop"].split()[1:] == ["(N,", "4)", "0", "-"]
-    assert "total weights: 42 (34 trainable, 8 frozen)" in str(model.summary(print_fn=None))
+    assert "total weights: 42 (34 trainable, 0 frozen, 8 in buffers)" in str(model.summary(print_fn=None))
 
 
 @pytest.mark.parametrize("mode, updated", [("share", True), ("copy", True), ("freeze", False)])

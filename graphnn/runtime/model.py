@@ -405,11 +405,15 @@ class Model:
             elif n.kind == "op" or row[1] is None:
                 row[1] = n
         table = [("layer", "output shape", "params", "trainable")]
+        buffers = set(getattr(self.graph, "updates", {}))   # written by steps (BatchNorm statistics)
         for layer, (kind, last, names) in rows.items():
             size = sum(self.params[k].size for k in names if k in self.params)
-            frozen = [k for k in names if k in self.params and k not in self.trainable]
-            state = "-" if not names else "frozen" if len(frozen) == len(names) else \
+            weights = [k for k in names if k in self.params and k not in buffers]
+            frozen = [k for k in weights if k not in self.trainable]
+            state = "-" if not weights else "frozen" if len(frozen) == len(weights) else \
                 "partly" if frozen else "yes"
+            if any(k in buffers for k in names):
+                state += " + buffers"
             shape = format_shape(last.shape) if last is not None else "-"
             table.append((layer + (" (input)" if kind else ""), shape, str(size), state))
         widths = [max(len(r[i]) for r in table) for i in range(4)]
@@ -422,7 +426,9 @@ class Model:
                 text.append(line)
         total = sum(v.size for v in self.params.values())
         trainable = sum(self.params[k].size for k in self.trainable)
-        text += [line, f"total weights: {total} ({trainable} trainable, {total - trainable} frozen)",
+        held = sum(self.params[k].size for k in buffers if k in self.params)
+        text += [line, f"total weights: {total} ({trainable} trainable, {total - trainable - held} frozen"
+                 + (f", {held} in buffers)" if held else ")"),
                  f"optimizer: {self.optimizer!r}" if self.optimizer is not None else "optimizer: none"]
         result = _Summary("\n".join(text))
         if print_fn is not None:
