@@ -254,7 +254,7 @@ def test_summary_shows_the_buffers_apart_from_frozen_weights():
     rows = {line.split()[0]: line for line in model.summary(print_fn=None).splitlines()[3:8]}
     assert rows["bn"].split()[1:] == ["(N,", "4)", "16", "yes", "+", "buffers"]   # not "bn (input)"
     assert rows["drop"].split()[1:] == ["(N,", "4)", "0", "-"]
-    assert "total weights: 42 (34 trainable, 0 frozen, 8 in buffers)" in str(model.summary(print_fn=None))
+    assert "total weights: 34 (34 trainable, 0 frozen); buffers: 8 values" in str(model.summary(print_fn=None))
 
 
 @pytest.mark.parametrize("mode, updated", [("share", True), ("copy", True), ("freeze", False)])
@@ -285,3 +285,14 @@ def test_a_file_whose_updates_name_a_trained_parameter_is_refused(tmp_path):
     path.write_text(json.dumps(document))
     with pytest.raises(gn.FileFormatError, match=r"updates\['bn/gamma'\].*not a buffer"):
         gn.load(tmp_path / "bn")
+
+
+def test_pictures_draw_the_statistics_as_one_box_and_buffers_as_buffers():
+    g = gn.Graph("bn_picture")
+    x = g.input("x", (None, 3))
+    y = g.output("y", gn.BatchNorm(name="bn")(gn.dense(x, 4, name="hidden")))
+    source = gn.render(y).source
+    assert "running_mean" in source and "(4,) · buffer" in source
+    assert "bn · 8 weights" in source               # gamma and beta; the statistics are not weights
+    assert "statistics" in source and "batch_var" not in source      # one box, by default
+    assert "batch_var" in gn.render(y, expand=True).source

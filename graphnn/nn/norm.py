@@ -105,16 +105,18 @@ def batch_norm(x, momentum=0.1, eps=1e-5, affine=True, name="batch_norm"):
         running_mean = graph.buffer("running_mean", (channels,), init="zeros")
         running_var = graph.buffer("running_var", (channels,), value=np.ones(channels))
         training = graph.random("training", (1,), "constant", value=1.0, eval=0.0)
-        batch_mean = ops.mean(x, axis=axes, name="batch_mean")
-        d = ops.sub(x, per_channel(batch_mean, "batch_mean_c"), name="batch_centered")
-        batch_var = ops.mean_square(d, axis=axes, name="batch_var")
-        evaluating = ops.sub(1.0, training, name="evaluating")
-        mean = ops.add(ops.mul(training, batch_mean), ops.mul(evaluating, running_mean), name="mean")
-        var = ops.add(ops.mul(training, batch_var), ops.mul(evaluating, running_var), name="var")
-        std = ops.sqrt(ops.add(var, float(eps)), name="std")
+        # the statistics' arithmetic, drawn as one box (as a composite op) next to the buffers
+        with graph.scope("statistics", composite=True):
+            batch_mean = ops.mean(x, axis=axes, name="batch_mean")
+            d = ops.sub(x, per_channel(batch_mean, "batch_mean_c"), name="batch_centered")
+            batch_var = ops.mean_square(d, axis=axes, name="batch_var")
+            evaluating = ops.sub(1.0, training, name="evaluating")
+            mean = ops.add(ops.mul(training, batch_mean), ops.mul(evaluating, running_mean), name="mean")
+            var = ops.add(ops.mul(training, batch_var), ops.mul(evaluating, running_var), name="var")
+            std = ops.sqrt(ops.add(var, float(eps)), name="std")
+            unbiased = ops.mean_square(d, axis=axes, correction=1, name="batch_var_unbiased")
         y = ops.div(ops.sub(x, per_channel(mean, "mean_c"), name="centered"), per_channel(std, "std_c"),
                     name="normalized")
-        unbiased = ops.mean_square(d, axis=axes, correction=1, name="batch_var_unbiased")
         keep = 1.0 - float(momentum)
         graph.update(running_mean, ops.add(ops.mul(running_mean, keep), ops.mul(batch_mean, float(momentum)),
                                            name="new_running_mean"))

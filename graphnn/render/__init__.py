@@ -15,7 +15,7 @@ from .backend import RenderFormatError, backend_name, system_dot
 from .deltas import DeltaFlow
 from .dot import Picture
 from .rendering import Rendering
-from .scopes import Layout
+from .scopes import Layout, weights
 
 __all__ = ["render", "Rendering", "RenderFormatError", "backend_name", "system_dot"]
 
@@ -95,7 +95,7 @@ def _delta_title(name, flow):
 
 
 def _weights(nodes):
-    return sum(int(np.prod(n.shape, dtype=np.int64)) for n in nodes if n.kind == "parameter")
+    return sum(weights(n) for n in nodes)     # buffers (running statistics) are not weights
 
 
 def _resolve(target, layers):

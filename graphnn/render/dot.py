@@ -12,7 +12,7 @@ import graphviz
 
 from ..graph.node import format_shape
 from . import style
-from .scopes import short_name, weights
+from .scopes import is_buffer, short_name, weights
 
 _Column = namedtuple("_Column", "prefix upper lower attrs arrow group")
 
@@ -48,7 +48,9 @@ class Picture:
     def node_label(self, node):
         shape = format_shape(node.shape)
         details = []
-        if node.kind == "parameter":
+        if is_buffer(node):
+            details.append(f"{shape} · buffer")
+        elif node.kind == "parameter":
             n = weights(node)
             details.append(f"{shape} · {n} weight{'s' if n != 1 else ''}")
         elif node.kind == "constant":

@@ -30,8 +30,13 @@ def short_name(node):
     return node.name
 
 
+def is_buffer(node):
+    """A parameter that training steps write (BatchNorm's running statistics): not a weight."""
+    return node.kind == "parameter" and node.name in getattr(node.graph, "updates", {})
+
+
 def weights(node):
-    return int(np.prod(node.shape, dtype=np.int64)) if node.kind == "parameter" else 0
+    return int(np.prod(node.shape, dtype=np.int64)) if node.kind == "parameter" and not is_buffer(node) else 0
 
 
 def names(value, what):

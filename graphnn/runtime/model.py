@@ -427,8 +427,8 @@ class Model:
         total = sum(v.size for v in self.params.values())
         trainable = sum(self.params[k].size for k in self.trainable)
         held = sum(self.params[k].size for k in buffers if k in self.params)
-        text += [line, f"total weights: {total} ({trainable} trainable, {total - trainable - held} frozen"
-                 + (f", {held} in buffers)" if held else ")"),
+        text += [line, f"total weights: {total - held} ({trainable} trainable, {total - trainable - held} "
+                       f"frozen)" + (f"; buffers: {held} values (written by training steps)" if held else ""),
                  f"optimizer: {self.optimizer!r}" if self.optimizer is not None else "optimizer: none"]
         result = _Summary("\n".join(text))
         if print_fn is not None:
