@@ -19,6 +19,7 @@ path updates the same parameter and optimizer-state arrays in place, so
 switching between them is seamless.
 """
 import atexit
+import math
 from collections import OrderedDict
 import queue
 import sys
@@ -42,6 +43,13 @@ CALL_COST = 0.3e-6         # seconds a Python call of a compiled kernel costs (m
 TIMED_CALLS = 5            # calls timed before deciding whether a compiled driver pays
 DRIVER_PAYS = 0.05         # compile the driver when the loop's call overhead exceeds 5 % of a call
 MAX_DRIVER_CALLS = 400     # a driver's compile grows with its calls (~5 ms each): longer ones keep the loop
+# A driver that inlines a BLAS call cannot be cached by Numba: it compiles again in every process,
+# and while it (then the training loop around it) compiles, it holds Numba's compiler lock, so the
+# caller's own kernel compiles wait (a short fit of an 8-layer net: 10 s -> 53 s on 2 cores). Such a
+# driver is compiled only once the call overhead it would have saved has reached its estimated
+# compile time (driver and loop): at most twice the best choice, whatever the run's length.
+DRIVER_BASE = 0.5          # seconds of an uncached driver's compile, plus DRIVER_PER_CALL per call
+DRIVER_PER_CALL = 5e-3
 MAX_PLANS = 8              # (program, batch size) plans kept; the least recently used go first
 MAX_SPARES = 4             # work arrays a plan keeps for calls made while its arena is in use
 
@@ -176,7 +184,35 @@ class ProgramBuild:
         self.driver_job = None            # threading.Event of the driver compile, once asked for
         self.loop = None                  # the compiled training loop (step program), once built
         self.loop_job = None              # threading.Event of the loop's compile, once asked for
+        self.rent = None                  # calls left before an uncacheable driver compiles
+        self._cacheable = None
         self._lock = threading.Lock()
+
+    @property
+    def driver_cacheable(self):
+        """False when a kernel of the program calls BLAS (np.dot): Numba cannot cache a driver
+        that inlines it ("dynamic globals"), so it compiles again in every process."""
+        if self._cacheable is None:
+            folder = self.path.parent
+            self._cacheable = not any("np.dot(" in disk.read_source(folder / f"{name}.py")
+                                      for name in disk.imported_modules(self.path))
+        return self._cacheable
+
+    def driver_pays_now(self, calls):
+        """Decided that the driver pays (see :func:`_driver_pays`): compile it now when Numba can
+        cache it, else after enough calls to have paid for its compile (``self.rent``)."""
+        if self.driver_cacheable:
+            self.compile_driver(background=True)
+            return
+        cost = 2 * (DRIVER_BASE + DRIVER_PER_CALL * calls)     # the driver, then the training loop
+        self.rent = max(1, math.ceil(cost / (calls * CALL_COST)))
+
+    def count_call(self):
+        """One call run without the driver: compile it once the rent is paid."""
+        self.rent -= 1
+        if self.rent <= 0:
+            self.rent = None
+            self.compile_driver(background=True)
 
     def start(self, background):
         """Build now (``background=False``) or queue the build; idempotent."""
@@ -564,6 +600,8 @@ class CPUBackend:
                 build.driver(*args, params, state, hyper, work, batch)
             else:
                 bound(*args)
+                if build.rent is not None:
+                    build.count_call()
             model.step_count += 1       # after the update, as Model.step counts
             return float(loss.item())
         return step
@@ -669,9 +707,11 @@ class _Plan:
             self.bound(*args)
             self.times.append(time.perf_counter() - t0)
             if len(self.times) == TIMED_CALLS and _driver_pays(self.times, len(self.bound.calls)):
-                build.compile_driver(background=True)
+                build.driver_pays_now(len(self.bound.calls))
         else:
             self.bound(*args)
+            if build.rent is not None:
+                build.count_call()
         return {oname: (np.array(feeds[view]) if full == "feed" else view.copy() if full is not None else view)
                 for oname, view, full in self.outputs}
 
