@@ -15,9 +15,9 @@ if "numba" not in _sys.modules:
     _os.environ.setdefault("NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING", "1")
 
 from .version import __version__  # noqa: E402
-from .errors import (ArgumentError, CacheError, DtypeError, FeedError, FileFormatError, GraphCycleError,
-                     GraphMixError, GraphnnError, OpDeclarationError, ShapeError, TargetError,
-                     UnknownFunctionError)
+from .errors import (ArgumentError, CacheError, DistributedError, DtypeError, FeedError,
+                     FileFormatError, GraphCycleError, GraphMixError, GraphnnError,
+                     OpDeclarationError, ShapeError, TargetError, UnknownFunctionError)
 from .graph import Graph, Node, init, substitute, topological
 from .ops import (ACTIVATIONS, BATCH_SIZE, BUILTINS, REGISTRY, ClampedLog, ElementwiseOp, IndexMax, IndexOp,
                   IndexSum, Expm1, Sigmoid, Softplus, StopGradient, abs_, add, binary_cross_entropy, check_derivative,
@@ -54,3 +54,4 @@ from .export import exported_arrays  # noqa: E402  (the arrays an exported modul
 from .train import History, fit, metrics
 from .lint import NumericsWarning, lint  # noqa: E402  (gn.lint; graphnn.lint.declaration_warnings)
 from .explain import explain  # noqa: E402  (gn.explain: the chain rule, path by path)
+from . import distributed  # noqa: E402  (gn.distributed: training over MPI; imports mpi4py on use)

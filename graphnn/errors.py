@@ -49,6 +49,11 @@ class GraphMixError(GraphnnError, ValueError):
     """Nodes of two different graphs meet in one op or one compiled model."""
 
 
+class DistributedError(GraphnnError, RuntimeError):
+    """Data-parallel training over MPI cannot start or go on: mpi4py is missing, the ranks built
+    different graphs, or a rank failed (see docs/distributed.md)."""
+
+
 class ArgumentError(GraphnnError, TypeError, ValueError):
     """An argument of a graphnn function has the wrong type or value (so it is both a
     ``TypeError`` and a ``ValueError``: code that caught either keeps working)."""

@@ -75,6 +75,16 @@ def build_programs(graph, loss, outputs, optimizer, trainable):
     programs["gradients"] = Program("gradients", {"loss": loss, **{f"grad::{k}": v for k, v in grads.items()}})
     if optimizer is None:
         return programs
+    updates = _optimizer_updates(graph, optimizer, params, grads)
+    updates.update(_buffer_updates(graph, params, trainable))
+    programs["step"] = Program("step", {"loss": loss}, updates)
+    programs["step"].backward = backward
+    return programs
+
+
+def _optimizer_updates(graph, optimizer, params, grads):
+    """{buffer name: update node}: the optimizer's rules applied to each {parameter name:
+    gradient node} of ``grads``."""
     hyper = {h: _leaf(graph, hyper_name(h), (), "hyper") for h in (*optimizer.hyper, "t")}
     updates = {}
     rule_ops = optimizer.ops()
@@ -88,10 +98,22 @@ def build_programs(graph, loss, outputs, optimizer, trainable):
             node = Node("op", op, [leaves[a] for a in op.arg_names], {"update_of": target, "parameter": name},
                         param.shape, param.dtype, f"update[{target}]", graph, param.scope, role="update")
             updates[target] = node
-    updates.update(_buffer_updates(graph, params, trainable))
-    programs["step"] = Program("step", {"loss": loss}, updates)
-    programs["step"].backward = backward
-    return programs
+    return updates
+
+
+def build_apply(graph, optimizer, params, trainable):
+    """The ``apply`` program: the optimizer update of the step program with the gradients as
+    inputs (``grad::<parameter>``, fed like any input) instead of computed from a batch.
+
+    Data-parallel training (:mod:`graphnn.distributed`) runs the gradients program on each
+    process's rows, sums the gradients across processes, then this program. It is built on
+    first use, not by :func:`build_programs`: other models would otherwise print and export it.
+    ``params``: {name: parameter node}. Buffers written by the step (``graph.update``, e.g.
+    BatchNorm's running statistics) need the forward pass and are not part of it."""
+    grads = {name: Node("input", None, (), {}, params[name].shape, params[name].dtype, f"grad::{name}",
+                        graph, params[name].scope, role="gradient")
+             for name in trainable if name in params}
+    return Program("apply", {}, _optimizer_updates(graph, optimizer, params, grads))
 
 
 def _buffer_updates(graph, params, trainable):

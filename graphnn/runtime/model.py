@@ -366,7 +366,7 @@ class Model:
     def fit(self, feeds, y=None, epochs=10, batch_size=32, shuffle=True, validation_data=None,
             validation_split=None, metrics=(), patience=None, monitor=None, min_delta=0.0,
             restore_best=True, seed=0, verbose=True, augment=None, target=None, output=None,
-            eval_batch_size=1024, optimizer=None, callbacks=None):
+            eval_batch_size=1024, optimizer=None, callbacks=None, distributed=None):
         """Train on ``feeds`` -- a dict {input name: array}, or ``fit(X, y)`` with arrays where
         the outputs read one input and the loss one other -- and return a History
         (see :func:`graphnn.train.fit` for every argument)."""
@@ -376,7 +376,7 @@ class Model:
                    metrics=metrics, patience=patience, monitor=monitor, min_delta=min_delta,
                    restore_best=restore_best, seed=seed, verbose=verbose, augment=augment,
                    target=target, output=output, eval_batch_size=eval_batch_size,
-                   optimizer=optimizer, callbacks=callbacks)
+                   optimizer=optimizer, callbacks=callbacks, distributed=distributed)
 
     def evaluate(self, feeds, y=None, metrics=(), target=None, output=None, batch_size=1024):
         """Loss and metrics in evaluation mode: {"loss": ..., "accuracy": ...}.

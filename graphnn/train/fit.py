@@ -270,7 +270,7 @@ def _improved(value, best, mode, min_delta):
 def fit(model, feeds, y=None, epochs=10, batch_size=32, shuffle=True, validation_data=None,
         validation_split=None, metrics=(), patience=None, monitor=None, min_delta=0.0,
         restore_best=True, seed=0, verbose=True, augment=None, target=None, output=None,
-        eval_batch_size=1024, optimizer=None, callbacks=None):
+        eval_batch_size=1024, optimizer=None, callbacks=None, distributed=None):
     """Train ``model`` on ``feeds`` ({input name: array}) and return a :class:`History`.
 
     * ``feeds, y``: as in Keras, ``fit(X, y)`` with bare arrays where the outputs read one
@@ -298,12 +298,22 @@ def fit(model, feeds, y=None, epochs=10, batch_size=32, shuffle=True, validation
     * ``callbacks``: objects with ``on_epoch_end(epoch, logs)``, ``on_step_end(step, logs)``
       (every ``callback.every`` steps), ``on_train_begin(logs)``, ``on_train_end(logs)``;
       see :mod:`graphnn.train.callbacks`. ``model.stop_training = True`` ends the fit.
+    * ``distributed="mpi"``: data-parallel training over the processes ``mpiexec`` started,
+      each on its share of every batch, with the result of one process (:mod:`graphnn.distributed`).
 
     The arguments, the feeds and ``validation_data`` are checked before the first step
     (:class:`~graphnn.FeedError` naming the one at fault). Ctrl-C lets the step in progress
     finish, then raises KeyboardInterrupt: parameters, optimizer state and ``step_count``
     are those of the last completed step, and ``model.history`` has the completed epochs.
     """
+    if distributed is not None:
+        from ..distributed import fit as distributed_fit
+        return distributed_fit(model, feeds, y, distributed, epochs=epochs, batch_size=batch_size,
+                               shuffle=shuffle, validation_data=validation_data,
+                               validation_split=validation_split, metrics=metrics, patience=patience,
+                               monitor=monitor, min_delta=min_delta, restore_best=restore_best, seed=seed,
+                               verbose=verbose, augment=augment, target=target, output=output,
+                               eval_batch_size=eval_batch_size, optimizer=optimizer, callbacks=callbacks)
     model._need_loss()
     epochs = _positive_int("fit: epochs", epochs, zero=True)
     if batch_size is not None:
