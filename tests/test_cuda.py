@@ -60,6 +60,7 @@ def test_two_hidden_layers_keep_every_matrix_product():
     _compare(net, {"x": xs, "y": np.eye(2)[[0, 1, 1, 0, 1]]}, "float64", lambda: gn.Momentum(lr=0.1), 1e-10)
 
 
+@pytest.mark.slow     # the simulator runs the split-K SGEMM: about 20 s
 def test_split_k_weight_gradient_with_atomics():
     """A long batch into a tiny weight gradient takes the split-K path (atomic adds)."""
     g = gn.Graph("splitk")
@@ -204,6 +205,7 @@ def test_without_the_toolkit_ptx_skips_with_a_reason_and_the_simulator_runs():
     assert out.returncode == 0 and "loss" in out.stdout, out.stderr[-2000:]
 
 
+@pytest.mark.slow     # compiles a training step to PTX: about 25 s
 def test_float32_device_code_has_no_float64_ptx(tmp_path):
     """Compile every generated kernel to PTX for sm_90 (no GPU needed) and count f64 instructions."""
     missing = cuda_toolkit_missing()

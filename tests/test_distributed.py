@@ -100,6 +100,7 @@ def _close(a, b, rtol):
 
 
 @pytest.mark.parametrize("ranks", ["n2", "n3"])
+@pytest.mark.slow     # mpiexec -n 1, 2 and 3 train four configurations: about 15 s
 def test_same_result_as_one_process(trained, ranks):
     single = trained["single"][0]
     for config, expected in single.items():
@@ -115,12 +116,14 @@ def test_same_result_as_one_process(trained, ranks):
 
 
 @pytest.mark.parametrize("ranks", ["n2", "n3"])
+@pytest.mark.slow     # shares the mpiexec runs of test_same_result_as_one_process
 def test_every_rank_holds_the_same_model(trained, ranks):
     first = trained[ranks][0]
     for other in trained[ranks][1:]:
         assert other == first       # bit for bit: parameters, optimizer state, losses
 
 
+@pytest.mark.slow     # shares the mpiexec runs of test_same_result_as_one_process
 def test_dropout_draws_matter(trained):
     """The equality above is not vacuous: the dropout run differs from the one without."""
     single = trained["single"][0]

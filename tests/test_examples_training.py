@@ -17,7 +17,7 @@ sys.path.insert(0, EXAMPLES)
 pytest.importorskip("matplotlib")
 from train_support import requires_cpu  # noqa: E402
 
-pytestmark = requires_cpu
+pytestmark = [requires_cpu, pytest.mark.slow]    # each trains an example: 5-50 s
 
 
 def run(name, tmp_path, capsys):

@@ -3,11 +3,13 @@ import os
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
+@pytest.mark.slow     # runs the whole notebook in a kernel: about 20-40 s
 def test_the_lecture_notebook_runs_without_errors(monkeypatch):
     notebook = nbformat.read(EXAMPLES / "lecture.ipynb", as_version=4)
     env_path = os.pathsep.join([str(EXAMPLES.parent), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
