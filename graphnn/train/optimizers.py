@@ -159,10 +159,8 @@ class Optimizer:
     def learning_rate(self, t):
         """The learning rate of step ``t`` (1, 2, ...), schedule included: a float."""
         self.check_ready("learning_rate")
-        lr = sp.Symbol("lr", real=True)
-        factor = self.schedule.factor() if self.schedule is not None else sp.Integer(1)
-        values = {sp.Symbol(k, real=True): v for k, v in self.hyper.items()}
-        return float((lr * factor).xreplace(values).subs(sp.Symbol("t", real=True), t))
+        lr = self.hyper["lr"]
+        return lr if self.schedule is None else lr * self.schedule.evaluate(t, self.hyper)
 
     @property
     def symbols(self):
@@ -182,8 +180,7 @@ class Optimizer:
         own = {k: v for k, v in self.hyper.items() if self.schedule is None or k not in self.schedule.values}
         config = {"type": type(self).__name__, **own}
         if self.schedule is not None:
-            scheduled = {k: self.hyper[k] for k in self.schedule.values}
-            config["schedule"] = {**self.schedule.config(), **_schedule_arguments(scheduled)}
+            config["schedule"] = self.schedule.config(self.hyper)
         return config
 
     def __repr__(self):
@@ -196,13 +193,6 @@ class Optimizer:
             args += f", schedule={kind}(" + ", ".join(
                 f"{k}={'None' if v is None else format(v, 'g')}" for k, v in scheduled.items()) + ")"
         return f"{type(self).__name__}({args})"
-
-
-def _schedule_arguments(values):
-    """The schedule's config entries for hyper-parameter values (as the optimizer holds them now)."""
-    names = {"decay_every": "decay_every", "decay_rate": "decay_rate", "decay_steps": "decay_steps",
-             "min_factor": "min_factor", "warmup_steps": "warmup"}
-    return {names[k]: (None if v == 0.0 and k == "decay_steps" else v) for k, v in values.items()}
 
 
 def _decayed(expr_g, weight_decay):

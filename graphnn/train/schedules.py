@@ -76,12 +76,24 @@ class Schedule:
         if self.pending:
             raise ArgumentError(f"{self!r}: {', '.join(self.pending)} is not set yet (fit sets it; "
                                 f"or give it when making the schedule)")
-        values = {_hyper(k): v for k, v in self.values.items()}
-        return float(self.factor().subs(values).subs(t, step))
+        return self.evaluate(step, self.values)
 
-    def config(self):
-        return {"type": self.kind, **{k: v for k, v in self.values.items() if k != "warmup_steps"},
-                "warmup": self.values["warmup_steps"]}
+    def evaluate(self, step, values):
+        """The factor at step ``step`` for hyper-parameter ``values`` ({name: number}), a float;
+        the SymPy factor is turned into a Python function once per schedule."""
+        if getattr(self, "_function", None) is None:
+            names = sorted(self.values)
+            self._names = names
+            self._function = sp.lambdify([t, *map(_hyper, names)], self.factor(), modules="math")
+        return float(self._function(step, *(values[k] for k in self._names)))
+
+    def config(self, values=None):
+        """{"type": ..., and the constructor's arguments}; ``values``: the hyper-parameters as an
+        optimizer holds them now (a pending one, 0.0 there, is written None)."""
+        values = self.values if values is None else {
+            k: (None if k in self.pending and values[k] == 0.0 else values[k]) for k in self.values}
+        return {"type": self.kind, **{k: v for k, v in values.items() if k != "warmup_steps"},
+                "warmup": values["warmup_steps"]}
 
     def __repr__(self):
         args = ", ".join(f"{k}={v:g}" if v is not None else f"{k}=None" for k, v in self.config().items()
