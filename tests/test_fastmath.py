@@ -12,7 +12,7 @@ from graphnn.codegen import fastmath
 
 def _helpers():
     namespace = {"np": np, "math": math, "_F": np.float32}
-    exec(fastmath.EXP2_TABLE, namespace)
+    exec(fastmath.from_bits("float32"), namespace)
     for source in fastmath.FAST_HELPERS:
         exec(source, namespace)
     for name in ("fast_tanh", "fast_erf", "fast_exp"):
@@ -148,3 +148,23 @@ def test_exact_values_at_the_ends():
     got = _apply("fast_exp", x)
     assert list(got[:6]) == [np.inf, 0.0, np.inf, 0.0, 1.0, 1.0] and np.isnan(got[6]), got
     assert _apply("fast_exp", np.array([-87.33654022216797], dtype=F32))[0] >= TINY   # the last normal
+
+
+def test_exp_builds_its_powers_of_two_in_float64_too():
+    """fast_exp writes 2**k into the exponent field of its dtype's float (fast_math=True on a
+    float64 model): the same bound over the float32 range."""
+    namespace = {"np": np, "math": math, "_F": np.float64}
+    exec(fastmath.from_bits("float64"), namespace)
+    exec(fastmath.fast_helpers("float64")[2], namespace)
+    fn = njit(namespace["fast_exp"])
+
+    @njit
+    def run(a):
+        out = np.empty_like(a)
+        for i in range(a.size):
+            out[i] = fn(a[i])
+        return out
+    x = np.linspace(-87.3, 88.7, 100001)
+    rel = np.abs(run(x) - np.exp(x)) / np.exp(x)
+    assert rel.max() <= _documented("fast_exp")
+    assert run(np.array([-200.0, 0.0]))[0] == 0.0 and run(np.array([0.0]))[0] == 1.0

@@ -266,7 +266,7 @@ def test_buffer_names_avoid_the_printers_reserved_names(tmp_path):
     x, y = g.input("x", (None, 2)), g.input("y", (None, 2))
     W = g.parameter("fast_exp", (2, 2))
     b = g.parameter("fast_erf", (2,))
-    out = gn.gelu(gn.linear(x, W, b, name="sigmoid"), name="_EXP2")
+    out = gn.gelu(gn.linear(x, W, b, name="sigmoid"), name="_from_bits")
     loss = gn.mse(out, y)
     feeds = {"x": np.linspace(-1, 1, 8).reshape(4, 2), "y": np.ones((4, 2))}
     compiled = gn.compile(g, loss, dtype="float32", cache_dir=tmp_path, wait=True)

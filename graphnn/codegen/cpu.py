@@ -28,7 +28,7 @@ from ..lower.pointwise import Contractions
 from ..lower.program import hyper_name
 from ..lower.target import CPU_PASSES
 from ..version import __version__
-from .fastmath import EXP2_TABLE, FAST_HELPERS, FAST_NAMES
+from .fastmath import FAST_NAMES, fast_helpers, from_bits
 from .kernels import KernelPrinter, comment_text, extent_code
 from .layout import affine_code, make_layout, program_meta
 from .scalar import helpers_source
@@ -101,7 +101,7 @@ class CPUPrinter(KernelPrinter):
     @property
     def helper_names(self):
         names = [h.split("(")[0][len("def "):] for h in self._helpers()]
-        return (["_EXP2"] if self.fast_math else []) + names
+        return (["_from_bits"] if self.fast_math else []) + names
 
     @property
     def reserved(self):
@@ -110,11 +110,11 @@ class CPUPrinter(KernelPrinter):
 
     def _helpers(self):
         helpers = helpers_source(math_names=FAST_NAMES if self.fast_math else None)
-        return (FAST_HELPERS + helpers) if self.fast_math else helpers
+        return (fast_helpers(self.dtype) + helpers) if self.fast_math else helpers
 
     def helper_lines(self):
         deco = f"@njit(inline='always', fastmath={FASTMATH}, error_model='numpy', cache=True)"
-        lines = [f"_F = np.{self.dtype}", ""] + ([EXP2_TABLE] if self.fast_math else [])
+        lines = [f"_F = np.{self.dtype}", ""] + (from_bits(self.dtype).rstrip("\n").split("\n") if self.fast_math else [])
         for h in self._helpers():
             lines += ["", "", deco, h.rstrip()]
         return lines

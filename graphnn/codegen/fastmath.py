@@ -10,9 +10,11 @@ in each helper's first comment line):
 * ``fast_erf``: odd 13th over even 8th degree rational on [-4, 4], clamped
   outside; absolute error <= 5e-7.
 * ``fast_exp``: 2**k * p(r) with r = x - k ln 2 (|r| <= ln2/2, degree-6 Taylor
-  polynomial) and 2**k as two factors read from a table; relative error <= 3e-7
-  for every normal result; results below the normal range (x < -87.336544, where
-  exp(x) < 2**-126) are 0, and results above it (x > 88.722839) are inf.
+  polynomial) and 2**k as two factors, each made from its bit pattern (the exponent
+  field k + bias, by ``_from_bits``); relative error <= 3e-7 for every normal result;
+  results below the normal range (x < -87.336544, where exp(x) < 2**-126) are 0, and
+  results above it (x > 88.722839) are inf. (A table of the powers of two, read by
+  index, made the loop gather: a GELU derivative loop took 4x as long.)
 
 NaN passes through each of them as NaN. Their sources use ``_F(...)`` literals
 like every printed expression.
@@ -20,8 +22,33 @@ like every printed expression.
 
 FAST_NAMES = {"tanh": "fast_tanh", "erf": "fast_erf", "exp": "fast_exp"}
 
-# 2**k for k = -127 .. 127 (2**-127 is subnormal in float32)
-EXP2_TABLE = "_EXP2 = np.array([2.0 ** k for k in range(-127, 128)], dtype=np.float64).astype(_F)"
+# the float with a given bit pattern: an LLVM bitcast, which vectorises. fast_exp builds 2**k
+# with it: the exponent field holds k + bias. Numba widens int32 arithmetic to int64, so the
+# integer is first cast to the float's width (FLOAT and INT are the dtype's)
+FROM_BITS = '''from numba import types as _types  # noqa: E402
+from numba.extending import intrinsic as _intrinsic  # noqa: E402
+
+
+@_intrinsic
+def _from_bits(typingctx, bits):
+    if not isinstance(bits, _types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        value = context.cast(builder, args[0], signature.args[0], _types.INT)
+        return builder.bitcast(value, context.get_value_type(_types.FLOAT))
+    return _types.FLOAT(bits), codegen
+'''
+
+
+def from_bits(dtype="float32"):
+    """The source of ``_from_bits`` for ``dtype``: the ``dtype`` float with the integer's bits."""
+    integer = {"float32": "int32", "float64": "int64"}[dtype]
+    return FROM_BITS.replace("_types.INT", f"_types.{integer}").replace("_types.FLOAT", f"_types.{dtype}")
+
+
+# the exponent field of each float type: (integer type of the same width, bias, shift)
+EXPONENT_FIELD = {"float32": ("np.int32", 127, 23), "float64": ("np.int64", 1023, 52)}
 
 FAST_TANH = '''def fast_tanh(x):
     # accuracy: absolute error <= 4e-7 (rational approximation, vectorises: no libm call)
@@ -92,12 +119,21 @@ FAST_EXP = '''def fast_exp(x):
     p = p * r + _F(0.5)
     p = p * r + _F(1.0)
     p = p * r + _F(1.0)
-    # 2**n in two table factors, each within float32's range, applied one after the
-    # other: p * 2**128 stays finite for p < 1 and tiny results round to subnormals or 0
+    # 2**n in two factors, each within float32's range, applied one after the other:
+    # p * 2**128 stays finite for p < 1. Each factor 2**j is the float whose exponent field
+    # is j + BIAS (mantissa 0); j stays in [-63, 127] (n >= -126 where not tiny)
     k = max(np.int32(-254), min(np.int32(254), np.int32(n)))
     k1 = k >> 1
-    value = (p * _EXP2[k1 + 127]) * _EXP2[k - k1 + 127]
+    value = (p * _from_bits((INT(k1) + INT(BIAS)) << INT(SHIFT))) * _from_bits((INT(k - k1) + INT(BIAS)) << INT(SHIFT))
     return _F(0.0) if tiny else value
 '''
 
-FAST_HELPERS = [FAST_TANH, FAST_ERF, FAST_EXP]
+
+def fast_helpers(dtype="float32"):
+    """The helpers' sources for ``dtype`` (fast_exp writes the exponent field of its type)."""
+    integer, bias, shift = EXPONENT_FIELD[dtype]
+    exp = FAST_EXP.replace("INT(", f"{integer}(").replace("(BIAS)", f"({bias})").replace("(SHIFT)", f"({shift})")
+    return [FAST_TANH, FAST_ERF, exp]
+
+
+FAST_HELPERS = fast_helpers()

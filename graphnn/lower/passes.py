@@ -35,7 +35,7 @@ from .pointwise import KEEP_PRODUCTS, Access, plan_node
 RESERVED = {"np", "math", "N", "prange", "njit", "cuda", "params", "state", "work", "hyper",
             "numba", "range", "min", "max", "abs", "sum", "int", "float", "b", "t",
             "sigmoid", "softplus", "expm1", "clamped_log", "clamped_reciprocal", "stop_gradient",
-            "fast_tanh", "fast_erf", "fast_exp", "_EXP2", "sa", "sb", "tx", "ty", "tid", "row0", "col0",
+            "fast_tanh", "fast_erf", "fast_exp", "_from_bits", "_types", "_intrinsic", "sa", "sb", "tx", "ty", "tid", "row0", "col0",
             "M", "P", "K", "e", "r", "c", "k0", "kk", "k_lo", "k_hi", "chunk", "split", "THREADS",
             "USE_CUBLAS"}
 # loop indices, temporaries and accumulators: i0, r1, c2, _l3, _acc0, a0, b1, acc01 ...
