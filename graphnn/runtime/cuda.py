@@ -79,10 +79,10 @@ class CUDABackend:
                               "numba.cuda maps to the device's own math library")
         self.cuda = _cuda()
         self.model = model
-        self.compiled = CompiledModule(model, self.target, print_model, cache_dir,
-                                       key_extra=("matmul", matmul))  # one module per choice
         if matmul not in ("auto", "tiled", "cublas"):
             raise ArgumentError(f"matmul must be 'auto', 'tiled' or 'cublas', got {matmul!r}")
+        self.cache_dir, self._matmul_option = cache_dir, matmul
+        self._compile()
         have_cupy = self.compiled.module._cupy is not None
         if matmul == "cublas" and not have_cupy:
             raise TargetError("matmul='cublas' needs CuPy (pip install cupy-cuda12x)")
@@ -103,9 +103,29 @@ class CUDABackend:
         # the device's parameters and state are newer than the model's host arrays (after a
         # step): model.params/state copy them back when next read (refresh_host)
         self.host_stale = False
+        # the training data on the device (training_loop), and the uploads and loss read-backs
+        # it made (counted for the tests: once per data, once per call)
+        self._data = None
+        self.transfers = {"data": 0, "losses": 0}
         # one call at a time: calls share device buffers
         # (the model's lock: one for the model and its backend)
         self._lock = getattr(model, "lock", None) or threading.RLock()
+
+    def _compile(self):
+        self.compiled = CompiledModule(self.model, self.target, print_model, self.cache_dir,
+                                       key_extra=("matmul", self._matmul_option))  # one module per choice
+
+    def add_programs(self):
+        """Compile the module again after programs were added to ``model.programs`` (the
+        ``apply`` program of :mod:`graphnn.distributed`); parameters and state stay on the
+        device as they are (their layout does not depend on the programs)."""
+        with self._lock:
+            if set(self.model.programs) <= set(self.compiled.meta):
+                return
+            self._compile()
+            self.compiled.module.USE_CUBLAS = self.matmul == "cublas"
+            self._views.clear()
+            self._launches.clear()
 
     def _buffers(self, name, batch):
         """Device views of every buffer of a program at this batch size (made once)."""
@@ -169,7 +189,7 @@ class CUDABackend:
             launches = self._launches[(name, batch)] = getattr(self.compiled.module, name)(views, batch)
         for launch in launches:
             launch()
-        if name == "step":      # the one program that writes parameters and state
+        if name in ("step", "apply"):      # the programs that write parameters and state
             self.host_stale = True
         out = {}
         for oname, (array, offset, size, shape) in self.compiled.meta[name]["outputs"].items():
@@ -186,6 +206,97 @@ class CUDABackend:
             full = tuple(batch if d is None else d for d in shape)
             out[oname] = arrays[array][start:stop].copy_to_host().reshape(full)
         return out
+
+    def training_loop(self, batch, force=False):
+        """Steps on full batches of ``batch`` rows with the data on the device, as the CPU's
+        compiled loop: ``loop(data, drawn, order, start, steps, t0, hyper) -> losses``.
+
+        The training data go to the device once per ``data`` (one ``fit``, one
+        ``train_steps`` call) and stay there. Each step gathers its rows on the device through
+        the order (the permutation the model's generator drew, uploaded once per call),
+        launches the step's kernels, advances the step count on the device and keeps its loss
+        there: no transfer and no wait per step. The losses come back once per call, which
+        ``fit`` makes every few steps (for its progress bar and callbacks). Random inputs
+        (dropout masks, noise) are drawn on the host as a step draws them, for all the call's
+        steps at once, and uploaded in one transfer. ``force`` is the CPU's (it compiles its
+        loop only when asked or when it pays); here the loop is always ready."""
+        meta = self.compiled.meta["step"]
+        loss = meta["outputs"].get("loss")
+        if loss is None or loss[0] not in ("params", "state", "work"):
+            return None     # a loss that is not computed on the device (a constant): step by step
+        kernels = _loop_kernels(self.cuda)
+        t_name = hyper_name("t")
+        t_index = self.compiled.hyper_order.index(t_name) if t_name in self.compiled.hyper_order else None
+        inputs = self.model.graph.inputs
+
+        def loop(data, drawn, order, start, steps, t0, hyper):
+            with self._lock:
+                views, feed_bufs, arrays = self._buffers("step", batch)
+                launches = self._launches.get(("step", batch))
+                if launches is None:
+                    launches = self._launches[("step", batch)] = self.compiled.module.step(views, batch)
+                resident = self._resident(data, inputs)
+                rows, copies = [], []
+                for node_name, (_, d_feed) in feed_bufs.items():
+                    if node_name in resident:
+                        rows.append((resident[node_name], d_feed.reshape(batch, -1)))
+                    elif node_name in data:     # no batch axis: the same value every step
+                        d_feed.copy_to_device(np.ascontiguousarray(data[node_name], dtype=self.model.dtype))
+                    elif node_name in drawn:
+                        stacked = np.ascontiguousarray(drawn[node_name], dtype=self.model.dtype)
+                        copies.append((self.cuda.to_device(stacked.reshape(steps, -1)),
+                                       d_feed.reshape(-1) if d_feed.ndim else d_feed.reshape(1)))
+                    else:
+                        raise TargetError(f"the training loop of graph {self.model.graph.name!r} has no "
+                                          f"value for input {node_name!r}")
+                for k, h in enumerate(self.compiled.hyper_order):
+                    if h in hyper:
+                        self.hyper[k] = hyper[h]
+                if t_index is not None:
+                    self.hyper[t_index] = t0 + 1
+                if self.compiled.hyper_order:
+                    self.d_hyper.copy_to_device(self.hyper)
+                d_order = self.cuda.to_device(np.ascontiguousarray(order[start:start + steps * batch],
+                                                                   dtype=np.int64))
+                d_losses = self.cuda.device_array(max(steps, 1), dtype=np.float64)
+                array, offset, _, _ = loss
+                loss_at = offset[0] + offset[1] * batch
+                loss_array = arrays[array]
+                threads = kernels.threads
+                for step in range(steps):
+                    for src, dst in rows:
+                        kernels.gather[_grid(dst.size, threads), threads](src, d_order, step * batch, dst)
+                    for src, dst in copies:
+                        kernels.copy_row[_grid(dst.size, threads), threads](src, step, dst)
+                    for launch in launches:
+                        launch()
+                    kernels.record[1, 1](loss_array, loss_at, d_losses, step, self.d_hyper,
+                                         -1 if t_index is None else t_index)
+                self.host_stale = True
+                if t_index is not None:
+                    self.hyper[t_index] = t0 + steps
+                self.transfers["losses"] += 1
+                return d_losses.copy_to_host()[:steps]
+        return loop
+
+    def _resident(self, data, inputs):
+        """{feed: its rows on the device as (rows, values per row)} for the batched feeds of
+        ``data``, uploaded on the first call with this ``data`` and reused after."""
+        key = tuple((k, id(v)) for k, v in data.items())
+        if self._data is None or self._data[0] != key:
+            self._data = None       # the previous data's device memory goes first
+            uploaded = {}
+            for k, v in data.items():
+                if k in inputs and inputs[k].batched:
+                    value = np.ascontiguousarray(v, dtype=self.model.dtype)
+                    uploaded[k] = self.cuda.to_device(value.reshape(len(value), -1))
+                    self.transfers["data"] += 1
+            self._data = (key, data, uploaded)      # holds data: its ids stay theirs
+        return self._data[2]
+
+    def release_data(self):
+        """Free the training data kept on the device (after a fit)."""
+        self._data = None
 
     def read_param(self, name):
         a, b, shape = self.param_slices[name]
@@ -227,6 +338,50 @@ class CUDABackend:
     @property
     def source(self):
         return self.compiled.source
+
+
+def _grid(size, threads):
+    return max((size + threads - 1) // threads, 1)
+
+
+_LOOP_KERNELS = {}
+cuda = None     # numba.cuda once _loop_kernels ran: a module global, as the simulator expects
+
+
+def _gather(src, order, first, dst):
+    i = cuda.grid(1)
+    width = dst.shape[1]
+    if i < dst.shape[0] * width:
+        r = i // width
+        dst[r, i - r * width] = src[order[first + r], i - r * width]
+
+
+def _copy_row(src, row, dst):
+    i = cuda.grid(1)
+    if i < dst.shape[0]:
+        dst[i] = src[row, i]
+
+
+def _record(values, at, losses, step, hyper, t_index):
+    losses[step] = values[at]
+    if t_index >= 0:
+        hyper[t_index] += 1
+
+
+def _loop_kernels(module):
+    """The training loop's own kernels (gathering rows, copying a step's draws, recording the
+    loss and advancing the step count), compiled on first use."""
+    global cuda
+    if module not in _LOOP_KERNELS:
+        cuda = module
+
+        class Kernels:
+            threads = 128
+            gather = module.jit(_gather)
+            copy_row = module.jit(_copy_row)
+            record = module.jit(_record)
+        _LOOP_KERNELS[module] = Kernels
+    return _LOOP_KERNELS[module]
 
 
 def _slices(arrays):

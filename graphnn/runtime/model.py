@@ -304,7 +304,17 @@ class Model:
         if steps > available:
             raise FeedError(f"train_steps: {steps} steps of {batch_size} rows need {steps * batch_size} "
                             f"rows of order; it has {len(order)}")
-        return self._run_steps(data, order, 0, steps, batch_size, force=True)
+        try:
+            return self._run_steps(data, order, 0, steps, batch_size, force=True)
+        finally:
+            self._release_data()
+
+    def _release_data(self):
+        """Free training data a backend keeps (CUDA keeps it on the device for the steps of
+        one fit or train_steps call)."""
+        release = getattr(self.backend, "release_data", None)
+        if release is not None:
+            release()
 
     def _training_data(self, feeds):
         """The feeds of training steps, checked once: ({name: array in the model dtype}, rows)."""

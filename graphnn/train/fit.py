@@ -458,5 +458,6 @@ def fit(model, feeds, y=None, epochs=10, batch_size=32, shuffle=True, validation
                              else "kept the last weights"))
     finally:
         bar.close()
+        model._release_data()       # the training data a backend kept (CUDA: on the device)
         model.history = history     # the epochs completed, also when interrupted
     return history
