@@ -14,6 +14,12 @@ Steps/s is rank 0's, timed after a warm-up epoch (compiles excluded); efficiency
 steps/s(R) / (R * steps/s(1)) at a fixed global batch (strong scaling: 1.0 is ideal). On a
 machine with fewer cores than ranks the ranks share cores and the numbers show the cost of
 the MPI layer, not a speed-up.
+
+For more than one rank it also prints where rank 0's step time goes (the gradients program on
+its shard, the Allreduce including waiting for the slowest rank, the optimizer's apply program)
+and the Allreduce of the same flat buffer timed alone after a barrier: the most that
+overlapping the Allreduce with the backward pass (non-blocking Iallreduce by layer) could save,
+as a share of the step.
 """
 import argparse
 import json
@@ -43,14 +49,34 @@ def worker(net, steps, batch):
     logits = g.output("logits", gn.Sequential(layers)(x))
     model = gn.compile(g, gn.softmax_cross_entropy(logits, y), optimizer=gn.SGD(0.01), wait=True)
     distributed = "mpi" if gn.distributed.size() > 1 else None
-    model.fit(X, Y, epochs=1, batch_size=batch, verbose=False, distributed=distributed)   # warm-up
     per_epoch = -(-len(X) // batch)
     epochs = max(1, steps // per_epoch)
-    started = time.perf_counter()
+    # warm-up: the compiles, including those started once enough steps have run (a driver
+    # that calls BLAS compiles after its saved call overhead pays for it), then wait for them
     model.fit(X, Y, epochs=epochs, batch_size=batch, verbose=False, distributed=distributed)
+    model.wait_compiled()
+    started = time.perf_counter()
+    history = model.fit(X, Y, epochs=epochs, batch_size=batch, verbose=False, distributed=distributed)
     seconds = time.perf_counter() - started
+    result = {"steps_per_s": epochs * per_epoch / seconds}
+    if distributed:
+        # where a step's time goes on this rank, and the Allreduce alone (after a barrier, so no
+        # rank waits for another): the most that overlapping it with the backward pass could save
+        parts = history.distributed
+        result.update({k: 1e3 * parts[f"{k}_s"] / parts["steps"] for k in ("gradients", "allreduce", "apply")})
+        from mpi4py import MPI
+        comm = MPI.COMM_WORLD
+        flat = np.zeros(1 + sum(v.size for v in model.params.values()), dtype=model.dtype)
+        times = []
+        for _ in range(30):
+            comm.Barrier()
+            t0 = time.perf_counter()
+            comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
+            times.append(time.perf_counter() - t0)
+        result["allreduce_alone"] = 1e3 * float(np.median(times))
+        result["values"] = int(flat.size)
     if not distributed or gn.distributed.rank() == 0:
-        print(json.dumps({"steps_per_s": epochs * per_epoch / seconds}))
+        print(json.dumps(result))
 
 
 def main():
@@ -67,8 +93,9 @@ def main():
     mpiexec = Path(sys.executable).parent / "mpiexec"
     mpiexec = str(mpiexec) if mpiexec.exists() else "mpiexec"
     print(f"{os.cpu_count()} cores; global batch {args.batch}; float32; one thread per rank")
-    print("| net | ranks | steps/s | speed-up | efficiency |")
-    print("|---|---:|---:|---:|---:|")
+    print("| net | ranks | steps/s | speed-up | efficiency | gradients ms | Allreduce ms (with waits) "
+          "| Allreduce alone ms | apply ms | overlap could save |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for net in args.nets.split(","):
         base = None
         for ranks in [int(r) for r in args.ranks.split(",")]:
@@ -79,9 +106,15 @@ def main():
             done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
             if done.returncode != 0:
                 sys.exit(f"{net} on {ranks} rank(s) failed:\n{done.stderr[-3000:]}")
-            rate = json.loads(done.stdout.strip().splitlines()[-1])["steps_per_s"]
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            rate = result["steps_per_s"]
             base = base or rate
-            print(f"| {net} | {ranks} | {rate:.1f} | {rate / base:.2f} | {rate / (ranks * base):.2f} |",
+            parts = " | | | | | |"
+            if ranks > 1:
+                share = result["allreduce_alone"] / (1e3 / rate)
+                parts = (f" | {result['gradients']:.2f} | {result['allreduce']:.2f} | "
+                         f"{result['allreduce_alone']:.3f} | {result['apply']:.2f} | {100 * share:.1f} % |")
+            print(f"| {net} | {ranks} | {rate:.1f} | {rate / base:.2f} | {rate / (ranks * base):.2f}{parts}",
                   flush=True)
 
 

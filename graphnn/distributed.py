@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import os
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -87,7 +88,10 @@ def fit(model, feeds, y=None, distributed="mpi", comm=None, **options):
     trainer.check(arrays)
     options["verbose"] = options.get("verbose", True) and comm.Get_rank() == 0
     with _aborting(comm), trainer.installed():
-        return train_fit(model, arrays, **options)
+        history = train_fit(model, arrays, **options)
+    history.distributed = {"ranks": comm.Get_size(), "steps": trainer.steps,
+                           **{f"{k}_s": v for k, v in trainer.seconds.items()}}
+    return history
 
 
 class _Trainer:
@@ -97,9 +101,6 @@ class _Trainer:
         from .lower.program import build_apply
         self.model, self.comm = model, comm
         self.mpi = _mpi()
-        if model.target not in ("cpu", "reference"):
-            raise DistributedError(f"distributed training runs on the CPU target; model {model.graph.name!r} "
-                                   f"is compiled for {model.target!r}: compile it with target='cpu'")
         buffers = sorted(k for k in getattr(model.graph, "updates", {}) if k in model.params)
         if buffers:
             raise DistributedError(f"graph {model.graph.name!r}: training steps write buffer(s) {buffers} "
@@ -110,6 +111,9 @@ class _Trainer:
         if "apply" not in model.programs:
             params = {n.name: n for n in gradients.nodes if n.kind == "parameter"}
             model.programs["apply"] = build_apply(model.graph, model.optimizer, params, self.names)
+        add = getattr(model.backend, "add_programs", None)     # CUDA: one module of every program
+        if add is not None:
+            add()
         self.apply_inputs = {n.name for n in model.programs["apply"].inputs}
         shapes = [model.params[k].shape for k in self.names]
         sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
@@ -119,6 +123,10 @@ class _Trainer:
                       for k, o, n, s in zip(self.names, offsets, sizes, shapes)}
         nodes = [n for n in model.programs["step"].nodes if n.role != "optimizer"]
         self.randoms = [n for n in nodes if is_random(n)]      # in the order a step draws them
+        # this rank's seconds in each part of its steps (history.distributed): the Allreduce's
+        # includes waiting for the slowest rank
+        self.seconds = {"gradients": 0.0, "allreduce": 0.0, "apply": 0.0}
+        self.steps = 0
 
     # -- before training ---------------------------------------------------------------
     def check(self, feeds):
@@ -209,7 +217,9 @@ class _Trainer:
                     if n.batched:
                         batched.add(n.name)
         low, high = shard(total, comm.Get_rank(), comm.Get_size())
+        clock, seconds = time.perf_counter, self.seconds
         with INTERRUPTS, model.lock:
+            started = clock()
             self.buffer[:] = 0
             if high > low:
                 part = {k: (v[low:high] if k in batched else v) for k, v in feeds.items()}
@@ -219,11 +229,17 @@ class _Trainer:
                 self.buffer[0] = out["loss"] * weight
                 for k, view in self.views.items():
                     np.multiply(out[k], weight, out=view)
+            computed = clock()
             comm.Allreduce(self.mpi.IN_PLACE, self.buffer, op=self.mpi.SUM)
+            reduced = clock()
             hyper = model._hyper(t=model.step_count + 1)
             given = {k: v for k, v in hyper.items() if k in self.apply_inputs}
             model.backend.run("apply", {**self.views, **given}, 1)
             model.step_count += 1
+            seconds["gradients"] += computed - started
+            seconds["allreduce"] += reduced - computed
+            seconds["apply"] += clock() - reduced
+            self.steps += 1
         return float(self.buffer[0])
 
 

@@ -1,6 +1,6 @@
 """Data-parallel training over MPI (graphnn.distributed, issue 16).
 
-The MPI tests launch ``mpiexec -n 2`` and ``-n 3`` on small scripts and compare with one
+The MPI tests launch ``mpiexec -n 2``, ``-n 3`` and ``-n 4`` on small scripts and compare with one
 process training on the same global batches: SGD and Adam, float64 and float32, dropout, and
 batches that do not divide among the ranks (41 rows in batches of 10: the last batch has one
 row, so with 3 ranks two of them hold none).
@@ -82,12 +82,12 @@ def _launch(mpiexec, ranks, script, *args, cwd=None, timeout=120):
 
 @pytest.fixture(scope="module")
 def trained(mpiexec, tmp_path_factory):
-    """{"single" | "n2" | "n3": [results of each rank]}"""
+    """{"single" | "n2" | "n3" | "n4": [results of each rank]}"""
     where = tmp_path_factory.mktemp("dp")
     script = where / "train.py"
     script.write_text(TRAIN)
     out = {}
-    for name, ranks in (("single", 0), ("n2", 2), ("n3", 3)):
+    for name, ranks in (("single", 0), ("n2", 2), ("n3", 3), ("n4", 4)):
         done = _launch(mpiexec, ranks, script, str(where), name)
         assert done.returncode == 0, done.stderr[-3000:]
         out[name] = [json.loads((where / f"{name}.{r}.json").read_text()) for r in range(max(ranks, 1))]
@@ -99,8 +99,8 @@ def _close(a, b, rtol):
     np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * max(1.0, float(np.abs(b).max(initial=0))))
 
 
-@pytest.mark.parametrize("ranks", ["n2", "n3"])
-@pytest.mark.slow     # mpiexec -n 1, 2 and 3 train four configurations: about 15 s
+@pytest.mark.parametrize("ranks", ["n2", "n3", "n4"])
+@pytest.mark.slow     # mpiexec -n 1, 2, 3 and 4 train four configurations: about 25 s
 def test_same_result_as_one_process(trained, ranks):
     single = trained["single"][0]
     for config, expected in single.items():
@@ -115,7 +115,7 @@ def test_same_result_as_one_process(trained, ranks):
                 _close(got["state"][k], expected["state"][k], rtol)
 
 
-@pytest.mark.parametrize("ranks", ["n2", "n3"])
+@pytest.mark.parametrize("ranks", ["n2", "n3", "n4"])
 @pytest.mark.slow     # shares the mpiexec runs of test_same_result_as_one_process
 def test_every_rank_holds_the_same_model(trained, ranks):
     first = trained[ranks][0]
@@ -129,6 +129,56 @@ def test_dropout_draws_matter(trained):
     single = trained["single"][0]
     a, b = single["sgd-float64-True"]["loss"], single["sgd-float32-False"]["loss"]
     assert abs(a[0] - b[0]) > 1e-3
+
+
+# the CUDA target with host staging, under the CUDA simulator: each rank's gradients come back
+# from the device, go through the Allreduce on the host, and the apply program's launch takes
+# them back to the device
+CUDA = textwrap.dedent('''
+    import json, sys
+    import numpy as np
+    import graphnn as gn
+
+    target, mode = sys.argv[1], sys.argv[2]
+    distributed = None if mode == "single" else "mpi"
+    g = gn.Graph("dpc", seed=0)
+    x, y = g.input("x", (None, 5)), g.input("y", (None, 3))
+    logits = g.output("logits", gn.Sequential([gn.Dense(6, activation="tanh"), gn.Dropout(0.3),
+                                               gn.Dense(3)])(x))
+    model = gn.compile(g, gn.softmax_cross_entropy(logits, y), optimizer=gn.Adam(0.05),
+                       dtype="float64", target=target)
+    rng = np.random.default_rng(1)
+    X, Y = rng.normal(size=(23, 5)), np.eye(3)[rng.integers(0, 3, 23)]
+    h = model.fit(X, Y, epochs=2, batch_size=8, seed=3, verbose=False, distributed=distributed)
+    rank = gn.distributed.rank() if distributed else 0
+    json.dump({"loss": h["loss"], "step_count": model.step_count,
+               "params": {k: v.tolist() for k, v in model.get_params().items()},
+               "state": {k: np.asarray(v).tolist() for k, v in model.state.items()}},
+              open(f"{target}-{mode}.{rank}.json", "w"))
+''')
+
+
+@pytest.mark.slow     # two simulated CUDA ranks: about 20 s
+def test_cuda_target_with_host_staging_equals_one_cpu_process(mpiexec, tmp_path):
+    pytest.importorskip("numba.cuda", reason="needs numba-cuda (the test extra installs it)")
+    script = tmp_path / "cuda.py"
+    script.write_text(CUDA)
+    single = _launch(mpiexec, 0, script, "cpu", "single", cwd=tmp_path)
+    assert single.returncode == 0, single.stderr[-3000:]
+    env = dict(_env(), NUMBA_ENABLE_CUDASIM="1")
+    done = subprocess.run([mpiexec, "-n", "2", sys.executable, str(script), "cuda", "mpi"], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected = json.loads((tmp_path / "cpu-single.0.json").read_text())
+    results = [json.loads((tmp_path / f"cuda-mpi.{r}.json").read_text()) for r in range(2)]
+    assert results[0] == results[1]
+    got = results[0]
+    assert got["step_count"] == expected["step_count"] == 2 * 3
+    _close(got["loss"], expected["loss"], 1e-12)
+    for part in ("params", "state"):     # read after device steps: the host copies are current
+        assert got[part].keys() == expected[part].keys()
+        for k in expected[part]:
+            _close(got[part][k], expected[part][k], 1e-12)
 
 
 MISMATCH = textwrap.dedent('''
@@ -202,6 +252,9 @@ def test_a_summed_loss_is_refused(mpiexec):
     h = mean.fit(X, Y, epochs=2, batch_size=3, verbose=False, distributed="mpi")
     expected = plain.fit(X, Y, epochs=2, batch_size=3, verbose=False)
     np.testing.assert_allclose(h["loss"], expected["loss"], rtol=1e-12)
+    # where the steps' time went: 2 epochs of 3 batches
+    assert h.distributed["ranks"] == 1 and h.distributed["steps"] == 6
+    assert all(h.distributed[f"{k}_s"] > 0 for k in ("gradients", "allreduce", "apply"))
 
 
 def test_batch_norm_buffers_are_refused(mpiexec):
