@@ -193,7 +193,7 @@ class _Trainer:
             if prepare is not None:
                 del backend.prepare
 
-    def run_steps(self, data, order, start, steps, batch_size, force=False):
+    def run_steps(self, data, order, start, steps, batch_size, force=False, in_order=False):
         """As :meth:`Model._run_steps`: the steps on rows ``order[start + s*batch_size ...]``."""
         batched = {k for k, v in data.items() if self.model.graph.inputs[k].batched}
         losses = np.empty(steps, dtype=np.float64)

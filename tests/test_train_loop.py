@@ -73,13 +73,21 @@ def _assert_same_state(a, b):
         _assert_same(a.state[name], b.state[name], a.dtype, name)
 
 
+def _order(kind):
+    """203 rows shuffled (the loop gathers each batch's rows), or 0, 1, 2, ... (it reads each
+    batch where it is in the data)."""
+    return np.random.default_rng(2).permutation(203) if kind == "shuffled" else np.arange(203)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("optimizer", ["SGD", "Adam"])
 @pytest.mark.parametrize("make", [_regression, _dropout_net, _image_net], ids=["regression", "dropout", "rank3"])
-def test_train_steps_match_one_step_per_batch_bit_for_bit(make, optimizer, dtype):
+@pytest.mark.parametrize("kind", ["shuffled", "in-order"])
+def test_train_steps_match_one_step_per_batch_bit_for_bit(make, optimizer, dtype, kind):
     looped, stepped = _twins(make, optimizer, dtype)
     feeds = _data(looped.graph, 203, seed=1)                       # 12 full batches and one of 11 rows
-    order = np.random.default_rng(2).permutation(203)
+    order = _order(kind)
+    before = {k: v.copy() for k, v in feeds.items()}
     losses = looped.train_steps(feeds, batch_size=16, order=order)
     assert looped.backend.build("step").loop is not None, "the steps did not run in the compiled loop"
     expected = _by_steps(stepped, feeds, order, 16)
@@ -87,6 +95,8 @@ def test_train_steps_match_one_step_per_batch_bit_for_bit(make, optimizer, dtype
     _assert_same_state(looped, stepped)
     # the random inputs' generator is where the steps leave it
     assert looped.rng.bit_generator.state == stepped.rng.bit_generator.state
+    for k, v in feeds.items():      # batches read in place are read, never written
+        np.testing.assert_array_equal(v, before[k])
 
 
 def test_train_steps_on_the_reference_target_is_the_same_loop():
@@ -128,13 +138,14 @@ def test_train_steps_refuses_bad_arguments(kwargs, message):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_fit_matches_one_step_per_batch_bit_for_bit(dtype):
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_fit_matches_one_step_per_batch_bit_for_bit(dtype, shuffle):
     fitted, stepped = _twins(_dropout_net, "Adam", dtype)
     feeds = _data(fitted.graph, 150, seed=3)
     # the first step compiles the loop, so fit runs every full batch in it
     fitted.train_steps(feeds, batch_size=16, steps=1)
     stepped.step({k: v[:16] for k, v in feeds.items()})
-    history = fitted.fit(feeds, epochs=4, batch_size=16, seed=7, verbose=False)
+    history = fitted.fit(feeds, epochs=4, batch_size=16, seed=7, verbose=False, shuffle=shuffle)
     assert fitted.backend.build("step").loop is not None
     # what fit does, one step call per batch
     shuffle_seed, random_seed, _ = np.random.SeedSequence(7).spawn(3)
@@ -142,7 +153,7 @@ def test_fit_matches_one_step_per_batch_bit_for_bit(dtype):
     stepped.reseed(random_seed)
     expected = []
     for _ in range(4):
-        order = order_rng.permutation(150)
+        order = order_rng.permutation(150) if shuffle else np.arange(150)     # in place, or gathered
         losses = _by_steps(stepped, feeds, order, 16)
         sizes = [len(order[s:s + 16]) for s in range(0, 150, 16)]
         total = 0.0

@@ -324,9 +324,9 @@ class CPUPrinter(KernelPrinter):
         if not any(shape and shape[0] is None and not is_random(kprog.buffers[buf].node)
                    for buf, shape in meta["feed_shapes"].items()):
             return []
-        used = set(kprog.buffers) | self.reserved | {"order", "start", "steps", "t0", "losses", "s", "row",
-                                                       "lo", "src", "col", "t_step"}
-        kinds, args, rows, per_step, gathers, flat_views = [], [], [], [], [], {}
+        used = set(kprog.buffers) | self.reserved | {"order", "start", "steps", "t0", "in_order", "losses", "s",
+                                                       "row", "lo", "src", "col", "t_step"}
+        kinds, args, rows, per_step, gathers, flat_views, buffers = [], [], [], [], [], {}, []
         for buf, node_name in meta["feed_buffers"].items():
             node = kprog.buffers[buf].node
             shape = meta["feed_shapes"][buf]
@@ -342,10 +342,11 @@ class CPUPrinter(KernelPrinter):
                 kinds.append((node_name, "rows"))
                 data = _unique(f"{buf}_data", used)
                 args.append(data)
-                rows.append(buf)
+                rows.append(_unique(f"{buf}_buffer", used))
                 width = int(np.prod(shape[1:], dtype=np.int64))
                 flat_views[buf] = _unique(f"{buf}_1d", used)
-                target = flat_views[buf]
+                target = _unique(f"{buf}_buffer_1d", used)
+                buffers.append((buf, rows[-1], target, data, width))
                 if width == 1:
                     gathers.append(f"            {target}[row] = {data}[src]")
                 else:
@@ -363,18 +364,26 @@ class CPUPrinter(KernelPrinter):
         t = hyper_names.index(hyper_name("t")) if hyper_name("t") in hyper_names else None
         name = f"train_{self.variant}"
         meta["train"] = {"function": name, "feeds": kinds}
-        signature = ", ".join([*args, "order", "start", "steps", "t0", "losses", *rows,
+        signature = ", ".join([*args, "order", "start", "steps", "t0", "in_order", "losses", *rows,
                                "params", "state", "hyper", "work"])
         for buf, flat_view in flat_views.items():   # a kernel that takes it flat gets this view
             calls = [re.sub(rf"\b{buf}\.reshape\(-1\)", flat_view, c) for c in calls]
-        views_1d = [f"    {flat_view} = {buf}.reshape(-1)" for buf, flat_view in flat_views.items()]
+        buffers_1d = [f"    {target} = {buffer}.reshape(-1)" for _, buffer, target, _, _ in buffers]
         lines = ["@njit(nogil=True, cache=True)", f"def {name}({signature}):",
                  f'    """{source.name} in a loop: step s trains on rows order[start + s*N:][:N] '
                  f'(N: the row buffers\' length); losses[s] is its loss."""',
-                 f"    N = {rows[0]}.shape[0]", *views, *views_1d,
+                 f"    N = {rows[0]}.shape[0]", *views, *buffers_1d,
                  "    t_step = float(t0)", "    for s in range(steps):", "        lo = start + s * N"]
         if gathers:
-            lines += ["        for row in range(N):", "            src = order[lo + row]", *gathers]
+            # in_order (order is 0, 1, 2, ...: no shuffle): the kernels read each batch where it
+            # is in the data; else its rows are gathered into the row buffers
+            lines += ["        if in_order:"]
+            lines += [f"            {buf} = {data}[lo * {width}:(lo + N) * {width}].reshape({buffer}.shape)"
+                      for buf, buffer, _, data, width in buffers]
+            lines += ["        else:", "            for row in range(N):", "                src = order[lo + row]",
+                      *["    " + g for g in gathers]]
+            lines += [f"            {buf} = {buffer}" for buf, buffer, _, _, _ in buffers]
+            lines += [f"        {flat_views[buf]} = {buf}.reshape(-1)" for buf, _, _, _, _ in buffers]
         lines += per_step
         if t is not None:
             # a float count, as a step call writes it: were it an integer converted here, LLVM

@@ -267,7 +267,7 @@ class ProgramBuild:
             work = np.zeros(const + per_n * SCRATCH_BATCH, dtype=b.model.dtype)
             feeds, rows = loop_arrays(self.meta, dict(zip(self.meta["feeds"], self._scratch_feeds())),
                                       SCRATCH_BATCH, 1, b.model.dtype)
-            loop(*feeds, np.zeros(SCRATCH_BATCH, dtype=np.int64), 0, 0, 0, np.zeros(1),
+            loop(*feeds, np.zeros(SCRATCH_BATCH, dtype=np.int64), 0, 0, 0, False, np.zeros(1),
                  *rows, b.params_flat.copy(), b.state_flat.copy(), b.hyper.copy(), work)
             self.loop = loop
         self._optional_compile("loop", compile_it, background)
@@ -608,7 +608,8 @@ class CPUBackend:
 
     def training_loop(self, batch, force=False):
         """The compiled loop of training steps for full batches of ``batch`` rows, as a function
-        ``loop(data, drawn, order, start, steps, t0, hyper) -> losses``; None while it is not
+        ``loop(data, drawn, order, start, steps, t0, hyper, in_order=False) -> losses``; None
+        while it is not
         compiled (the caller then runs the steps one by one).
 
         ``data``: {feed: the whole array}, rows taken through ``order`` from ``start``;
@@ -627,14 +628,14 @@ class CPUBackend:
             if build.loop is None:
                 return None
 
-        def loop(data, drawn, order, start, steps, t0, hyper):
+        def loop(data, drawn, order, start, steps, t0, hyper, in_order=False):
             with self._lock:
                 for k, h in plan.hyper:
                     if h in hyper:
                         self.hyper[k] = hyper[h]
                 feeds, rows = plan.loop_buffers(data, drawn, batch, self.model.dtype)
                 losses = np.empty(steps, dtype=np.float64)
-                build.loop(*feeds, order, start, steps, t0, losses, *rows, self.params_flat,
+                build.loop(*feeds, order, start, steps, t0, bool(in_order), losses, *rows, self.params_flat,
                            self.state_flat, self.hyper, plan.bound.work)
                 return losses
         return loop

@@ -229,8 +229,8 @@ class CUDABackend:
         t_index = self.compiled.hyper_order.index(t_name) if t_name in self.compiled.hyper_order else None
         inputs = self.model.graph.inputs
 
-        def loop(data, drawn, order, start, steps, t0, hyper):
-            with self._lock:
+        def loop(data, drawn, order, start, steps, t0, hyper, in_order=False):
+            with self._lock:     # in_order: the rows are gathered on the device either way
                 views, feed_bufs, arrays = self._buffers("step", batch)
                 launches = self._launches.get(("step", batch))
                 if launches is None:

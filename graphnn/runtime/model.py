@@ -289,6 +289,7 @@ class Model:
 
     def _train_steps(self, feeds, batch_size, steps, order, shuffle):
         data, rows = self._training_data(feeds)
+        in_order = order is None and not shuffle
         if order is None:
             order = self.rng.permutation(rows) if shuffle else np.arange(rows)
         order = np.asarray(order)
@@ -304,8 +305,10 @@ class Model:
         if steps > available:
             raise FeedError(f"train_steps: {steps} steps of {batch_size} rows need {steps * batch_size} "
                             f"rows of order; it has {len(order)}")
+        if not in_order and order.size:     # an order given as 0, 1, 2, ...
+            in_order = order[0] == 0 and np.array_equal(order, np.arange(order.size))
         try:
-            return self._run_steps(data, order, 0, steps, batch_size, force=True)
+            return self._run_steps(data, order, 0, steps, batch_size, force=True, in_order=in_order)
         finally:
             self._release_data()
 
@@ -332,9 +335,10 @@ class Model:
             raise FeedError(f"{what}: no feed has a batch axis to take mini-batches from")
         return arrays, rows
 
-    def _run_steps(self, data, order, start, steps, batch_size, force=False):
+    def _run_steps(self, data, order, start, steps, batch_size, force=False, in_order=False):
         """Steps on rows order[start + s*batch_size ...]: full batches in the backend's compiled
         loop when it has one, the others (and everything on other targets) one call each.
+        ``in_order``: ``order`` is 0, 1, 2, ... (the CPU's loop then reads the batches in place).
 
         Each step -- or the compiled loop with its steps -- runs to its end before an interrupt
         (Ctrl-C) held by :data:`INTERRUPTS` is raised, so the parameters, the optimizer state,
@@ -357,7 +361,7 @@ class Model:
                              for k, n in enumerate(randoms)}
                 hyper = self._hyper()
                 losses[:full] = loop(data, drawn, order, start, full, self.step_count,
-                                     {k: hyper[k] for k in self._step_hyper_names()})
+                                     {k: hyper[k] for k in self._step_hyper_names()}, in_order)
                 self.step_count += full
             done = full
         batched = {k for k, v in data.items() if self.graph.inputs[k].batched}

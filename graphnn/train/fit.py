@@ -385,7 +385,8 @@ def fit(model, feeds, y=None, epochs=10, batch_size=32, shuffle=True, validation
                     else:               # a chunk of steps; on the CPU one compiled call
                         count = min(chunk, batches - b, callbacks.steps_to_next(model.step_count) or chunk)
                         started = time.perf_counter()
-                        losses = model._run_steps(data, order, b * batch_size, count, batch_size)
+                        losses = model._run_steps(data, order, b * batch_size, count, batch_size,
+                                                  in_order=not shuffle)
                         if time.perf_counter() - started < CHUNK_SECONDS / 2:
                             chunk *= 2      # return to Python (bar, callbacks) a few times a second
                     for s, loss in enumerate(losses):
