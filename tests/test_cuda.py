@@ -97,8 +97,8 @@ import numpy as np
 np.row_stack = getattr(np, "row_stack", np.vstack)  # numba-cuda 0.30 on numpy 2.5
 from numba import cuda, types
 import graphnn as gn
-from graphnn.lower import lower, Contract
-from graphnn.codegen.cuda import print_model, kernel_buffers
+from graphnn.lower import lower, Contract, Rows
+from graphnn.codegen.cuda import CudaModulePrinter, print_model, kernel_buffers
 import numba.cuda.dispatcher as dispatcher
 
 class _Hopper:  # device functions ask the current device for its compute capability
@@ -122,7 +122,7 @@ h = gn.dense(x, 4, activation="gelu", name="h")
 h = gn.mish(gn.dense(h, 4, activation="sigmoid", name="h2"))
 loss = gn.softmax_cross_entropy(gn.dense(h, 2, name="out"), y) + gn.l2_penalty(g.parameters["h/W"], 1e-3)
 model = gn.compile(g, loss, target="reference", dtype="float32", optimizer=gn.Adam())
-kprogs = [lower(p, "float32") for p in model.programs.values()]
+kprogs = [lower(p, "float32", contractions=CudaModulePrinter.contractions) for p in model.programs.values()]
 order = [(k, v.shape) for k, v in model.params.items()]
 source, _ = print_model(kprogs, "float32", "ptx", order, [(k, v.shape) for k, v in model.state.items()],
                         [("optimizer::" + h, ()) for h in (*model.optimizer.hyper, "t")])
@@ -131,18 +131,31 @@ open(path, "w").write(source)
 spec = importlib.util.spec_from_file_location("ptx_module", path)
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
-checked, bad = 0, []
+def array(kprog, name, flat=()):
+    return types.Array(types.float32, 1 if name in flat else max(len(kprog.buffers[name].shape), 1), "C")
+
+checked, bad, rows = 0, [], 0
 for kprog in kprogs:
     for n, k in enumerate(kprog.kernels):
-        args = [types.Array(types.float32, max(len(kprog.buffers[b].shape), 1), "C") for b in kernel_buffers(k)]
+        flat = set(k.flat or ()) if isinstance(k, Rows) else set()
+        args = [array(kprog, b, flat) for b in kernel_buffers(k)]
         args.append(types.int64)
         if isinstance(k, Contract):
             args += [types.int64, types.int64]
-        fn = getattr(module, f"{kprog.name}_k{n}").py_func
-        found = float64_instructions(fn, types.void(*args))
-        checked += 1
-        if found:
-            bad.append(f"{kprog.name}_k{n}: {found[:3]}")
+        kernels = [(f"{kprog.name}_k{n}", args)]
+        if isinstance(k, Rows):
+            rows += 1
+            if k.sums:     # the block partials, and the kernel adding them
+                part = types.Array(types.float32, 2, "C")
+                outs = list(dict.fromkeys(str(t.base.label) for t, _ in k.sums))
+                kernels = [(f"{kprog.name}_k{n}", args + [part]),
+                           (f"{kprog.name}_k{n}_finish", [array(kprog, b) for b in outs] + [types.int64, part])]
+        for name, signature in kernels:
+            found = float64_instructions(getattr(module, name).py_func, types.void(*signature))
+            checked += 1
+            if found:
+                bad.append(f"{name}: {found[:3]}")
+assert rows, "the step has no row pass to check"
 print("checked", checked)
 assert not bad, "float64 in float32 device code:\n" + "\n".join(bad)
 print("PTX-OK")

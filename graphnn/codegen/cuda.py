@@ -8,6 +8,12 @@
   reduction over the batch into an output without a batch axis (bias
   gradients, the loss): each thread sums a chunk of rows and adds it with an
   atomic -- the only place atomics are needed.
+* Row passes (a small net's step, :class:`~graphnn.lower.ir.Rows`): one thread
+  per batch row computes the row's values in registers; the sums over the rows
+  (weight gradients, the loss) are added within each block in shared memory,
+  each block writes its partial sums, and a second kernel adds the blocks'
+  partials in block order -- two launches for the whole pass, and the same
+  result on every run (no atomics).
 
 A host function per program launches the kernels in order; it is printed
 into the same module, so the whole GPU program can be read in one file.
@@ -15,7 +21,10 @@ into the same module, so the whole GPU program can be read in one file.
 import numpy as np
 
 from ..lower.canonical import kernel_buffers
-from ..lower.ir import Contract, Fused, ReduceOrder
+import sympy as sp
+
+from ..lower.ir import Contract, Fused, ReduceOrder, Rows
+from ..lower.pointwise import Contractions
 from ..lower.target import CUDA_PASSES, run_passes
 from ..version import __version__
 from .kernels import KernelPrinter, extent_code
@@ -25,6 +34,7 @@ from .scalar import helpers_source
 THREADS = 256
 SPLIT_ROWS = 64          # rows each thread sums in a split (atomic) reduction
 TILE, SUB = 64, 4        # SGEMM: block tile and per-thread sub-tile
+ROW_GROUP = 8            # a row pass adds this many of its sums per round in shared memory
 
 
 def _decode(indices, shape, flat="_t"):
@@ -47,7 +57,7 @@ def _total(shape):
 
 # identifiers the CUDA module uses itself: module globals, launch helpers, SGEMM locals
 MODULE_NAMES = {"math", "numba", "np", "cuda", "_F", "_NT", "THREADS", "USE_CUBLAS", "_cupy", "_blocks",
-                "_bind", "_bind_contract", "_fill", "N", "b", "min", "max", "abs", "range", "int", "float"}
+                "_bind", "_bind_contract", "_bind_rows", "_fill", "N", "b", "min", "max", "abs", "range", "int", "float"}
 SGEMM_LOCALS = {"sa", "sb", "tx", "ty", "tid", "row0", "col0", "M", "P", "K", "e", "r", "c", "k0", "kk",
                 "k_lo", "k_hi", "chunk", "split"}
 
@@ -55,6 +65,10 @@ SGEMM_LOCALS = {"sa", "sb", "tx", "ty", "tid", "row0", "col0", "M", "P", "K", "e
 class CudaModulePrinter(KernelPrinter):
     target = "cuda"
     passes = CUDA_PASSES
+    # as on the CPU: a product with at most 4 terms joins its loop and a weight gradient of at
+    # most 64 elements is a sum over the rows, so a small net's step can be one row pass (a
+    # 64x64-tile SGEMM launch for a (N, 1) x (1, 2) product leaves the GPU idle)
+    contractions = Contractions(unroll_sum=4, small_product_out=64)
 
     @staticmethod
     def reserved():
@@ -85,6 +99,8 @@ class CudaModulePrinter(KernelPrinter):
             return self.contract(k, name, args)
         if isinstance(k, Fused):
             return self.fused(k, name, args)
+        if isinstance(k, Rows):
+            return self.rows(k, name, args)
         if k.order is ReduceOrder.SPLIT_ATOMIC:
             return self.split_reduce(k, name, args)
         return self.reduce(k, name, args)
@@ -101,6 +117,65 @@ class CudaModulePrinter(KernelPrinter):
         lines += ["        " + s for s in self.fused_body(k)]
         launch = f"_bind({name}, _blocks({total}), THREADS, {', '.join(args + ['N'])})"
         return lines, [launch]
+
+    def rows(self, k, name, args):
+        """A row pass: thread ``row`` computes its row; sums go through per-block partials.
+
+        The kernel's block reduction leaves block ``blk``'s sums in ``_part[blk, a]``; the
+        ``_finish`` kernel then adds them in block order, one thread per sum, and writes each
+        target. Batch buffers the pass reads flat (``k.flat``) are passed flat."""
+        flat = set(k.flat or ())
+        call_args = [f"{a}.reshape({a}.size)" if a in flat else a for a in args]
+        targets = list(dict.fromkeys(t for t, _ in k.sums))
+        n_acc = len(targets)
+        fixed = {}
+        for e in [e for _, e in k.assigns] + [e for _, e in k.sums]:
+            for acc in sorted(e.atoms(sp.Indexed), key=sp.default_sort_key):
+                if k.row not in acc.free_symbols and acc not in fixed:
+                    fixed[acc] = sp.Symbol(f"_l{len(fixed)}", real=True)
+        acc_of = {t: f"_acc{n}" for n, t in enumerate(targets)}
+        extra = ("_part",) if n_acc else ()
+        lines = self._signature(name, args, [*k.comments, "(one thread per row; sums by block, then in order)"],
+                                extra=extra)
+        lines += [f"    {k.row} = cuda.grid(1)"]
+        lines += [f"    {acc_of[t]} = _F(0.0)" for t in targets]
+        lines += [f"    if {k.row} < N:"]
+        body = [f"{sym} = {self.printer.doprint(acc)}" for acc, sym in fixed.items()]
+        body += [f"{sym} = {self.printer.doprint(e.xreplace(fixed))}" for sym, e in k.assigns]
+        body += [f"{self.printer.doprint(t)} = {self.printer.doprint(v)}" for t, v in k.stores]
+        body += [f"{acc_of[t]} += {self.printer.doprint(e.xreplace(fixed))}" for t, e in k.sums]
+        lines += ["        " + line for line in body] or ["        pass"]
+        launches = []
+        if n_acc:
+            # the block's sums: a tree in shared memory, the same order on every run, for
+            # ROW_GROUP sums at a time (the shared array stays within 16 KiB in float64)
+            group = min(n_acc, ROW_GROUP)
+            lines += [f"    _sh = cuda.shared.array(({group}, THREADS), dtype=_NT)",
+                      "    _i = cuda.threadIdx.x"]
+            for first in range(0, n_acc, group):
+                members = range(first, min(n_acc, first + group))
+                lines += [f"    _sh[{n - first}, _i] = _acc{n}" for n in members]
+                lines += ["    cuda.syncthreads()", "    _w = THREADS // 2", "    while _w > 0:",
+                          "        if _i < _w:"]
+                lines += [f"            _sh[{n - first}, _i] += _sh[{n - first}, _i + _w]" for n in members]
+                lines += ["        cuda.syncthreads()", "        _w //= 2", "    if _i == 0:"]
+                lines += [f"        _part[cuda.blockIdx.x, {n}] = _sh[{n - first}, 0]" for n in members]
+                lines += ["    cuda.syncthreads()"]       # before the next group reuses _sh
+            # the blocks' partials added in block order, one thread per sum
+            outs = list(dict.fromkeys(str(t.base.label) for t in targets))
+            lines += self._signature(f"{name}_finish", outs, [f"the sums of {name}, block by block"],
+                                     extra=("_part",))
+            lines += ["    _a = cuda.grid(1)", f"    if _a < {n_acc}:", "        _s = _F(0.0)",
+                      "        for _blk in range(_part.shape[0]):", "            _s += _part[_blk, _a]"]
+            for n, t in enumerate(targets):
+                lines += [f"        {'if' if n == 0 else 'elif'} _a == {n}:",
+                          f"            {self.printer.doprint(t)} = _s"]
+            part = f"cuda.device_array((_blocks(N), {n_acc}), dtype=_F)"
+            launches.append(f"_bind_rows({name}, {name}_finish, {part}, {', '.join(call_args + ['N'])}, "
+                            f"outs=({', '.join(outs)},))")
+        else:
+            launches.append(f"_bind({name}, _blocks(N), THREADS, {', '.join(call_args + ['N'])})")
+        return lines, launches
 
     def reduce(self, k, name, args):
         lines = self._signature(name, args, [k.comment])
@@ -204,7 +279,7 @@ FILL = '''
 USE_CUBLAS = False
 try:
     import cupy as _cupy
-except ImportError:
+except Exception:       # not installed, or a CuPy that cannot load its CUDA libraries
     _cupy = None
 
 
@@ -242,6 +317,17 @@ def _bind_contract(kernel, a, b, out, trans_a, trans_b, scale, N):
     def run():
         fill(flat, _F(0.0))
         launch(a, b, out, N, chunk, split)
+    return run
+
+def _bind_rows(kernel, finish, part, *args, outs):
+    """The launches of a row pass: the rows (with the partial sums), then the sums in order."""
+    rows = kernel[part.shape[0], THREADS]
+    sums = finish[1, max(32, part.shape[1])]
+    n = args[-1]
+
+    def run():
+        rows(*args, part)
+        sums(*outs, n, part)
     return run
 
 @cuda.jit

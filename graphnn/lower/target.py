@@ -11,7 +11,7 @@ for the same kernel, a pass here rewrites the kernel's fields and says why:
 * :func:`split_batch_reductions` (CUDA) -- the same sums split their rows over
   threads, each adding its partial sum atomically: one thread per output
   element would leave the GPU idle.
-* :func:`fuse_rows` (CPU) -- in a small net, consecutive fused loops over
+* :func:`fuse_rows` (CPU and CUDA) -- in a small net, consecutive fused loops over
   batch rows and sums over the rows become one pass over the batch
   (:class:`~.ir.Rows`): each row's values stay in registers, the weight
   gradients and the loss are summed as they go, and a row value is stored only
@@ -322,7 +322,7 @@ def _merge(members, needed):
 
 
 CPU_PASSES = [order_batch_sums, fuse_rows, flatten_loops]
-CUDA_PASSES = [split_batch_reductions]
+CUDA_PASSES = [fuse_rows, split_batch_reductions]
 
 
 def run_passes(kprog, passes):

@@ -35,7 +35,8 @@ class CompiledModule:
         self.cache_hit = path is not None
         if path is None:
             reserved = CudaModulePrinter.reserved()
-            kprogs = [lower(p, model.dtype.name, reserved=reserved) for p in model.programs.values()]
+            kprogs = [lower(p, model.dtype.name, reserved=reserved, contractions=CudaModulePrinter.contractions)
+                      for p in model.programs.values()]
             source, meta = printer_fn(kprogs, model.dtype.name, f"graph {model.graph.name!r}",
                                       param_order, state_order, hyper_order)
             source += "\n_META = " + repr(_meta_literal(meta, kprogs)) + "\n"
@@ -83,10 +84,12 @@ class CUDABackend:
             raise ArgumentError(f"matmul must be 'auto', 'tiled' or 'cublas', got {matmul!r}")
         self.cache_dir, self._matmul_option = cache_dir, matmul
         self._compile()
-        have_cupy = self.compiled.module._cupy is not None
+        have_cupy = _cupy_on_a_gpu(self.compiled.module._cupy)
         if matmul == "cublas" and not have_cupy:
-            raise TargetError("matmul='cublas' needs CuPy (pip install cupy-cuda12x)")
-        # cuBLAS when CuPy is there (measured faster on H200, docs/performance.md), else tiled
+            raise TargetError("matmul='cublas' needs CuPy and a GPU it can use (pip install "
+                              "\"graphnn[cuda]\", which installs cupy-cuda12x); the CUDA simulator "
+                              "runs the tiled kernels: use matmul='auto' or 'tiled'")
+        # cuBLAS when CuPy works on this GPU (measured faster on H200, docs/cuda.md), else tiled
         self.matmul = "cublas" if matmul == "cublas" or (matmul == "auto" and have_cupy) else "tiled"
         self.compiled.module.USE_CUBLAS = self.matmul == "cublas"
         m = model
@@ -338,6 +341,18 @@ class CUDABackend:
     @property
     def source(self):
         return self.compiled.source
+
+
+def _cupy_on_a_gpu(cupy):
+    """True when CuPy imported and can run on a device numba sees: not under numba's CUDA
+    simulator (whose arrays CuPy cannot read), and with a driver CuPy can use."""
+    from numba import config
+    if cupy is None or config.ENABLE_CUDASIM:
+        return False
+    try:
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:       # e.g. a driver older than CuPy's CUDA runtime
+        return False
 
 
 def _grid(size, threads):
