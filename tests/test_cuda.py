@@ -228,3 +228,20 @@ def test_float32_device_code_has_no_float64_ptx(tmp_path):
     out = subprocess.run([sys.executable, "-c", PTX_CHILD, str(tmp_path)], capture_output=True, text=True,
                          env=env, timeout=600)
     assert "PTX-OK" in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]
+
+
+def test_constants_of_any_rank_keep_their_shape_on_the_device():
+    """A matrix constant is indexed as a matrix by the kernels: the module must hold it with
+    its shape (it was a flat array, and the first 2-D index failed)."""
+    g = gn.Graph("constants", seed=0)
+    x, y = g.input("x", (None, 3)), g.input("y", (None, 2))
+    C = g.constant(np.arange(6.0).reshape(3, 2) / 5, name="C")
+    T = g.constant(np.linspace(-1, 1, 12).reshape(2, 3, 2), name="T")
+    W = g.parameter("W", (3, 2))
+    out = g.output("out", gn.matmul(gn.tanh(x), W) + gn.matmul(x, C) + gn.sum(T))
+    loss = gn.mse(out, y)
+    feeds = {"x": np.linspace(-1, 1, 12).reshape(4, 3), "y": np.ones((4, 2))}
+    got = gn.compile(g, loss, target="cuda", dtype="float64", wait=True).loss_and_gradients(feeds)
+    expected = gn.compile(g, loss, target="reference", dtype="float64").loss_and_gradients(feeds)
+    np.testing.assert_allclose(got[0], expected[0], rtol=1e-12)
+    np.testing.assert_allclose(got[1]["W"], expected[1]["W"], rtol=1e-12)

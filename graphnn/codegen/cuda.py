@@ -349,7 +349,8 @@ def print_model(kprogs, dtype, title, param_order, state_order, hyper_order):
         for b in kprog.buffers.values():
             if b.role == "const":
                 values = np.asarray(b.value, dtype=np.float64).reshape(-1).tolist() or [0.0]
-                lines.append(f"_CONST_{b.name} = np.array({values!r}, dtype=_F)")
+                shape = b.value.shape if np.ndim(b.value) else (1,)     # as the kernels index it
+                lines.append(f"_CONST_{b.name} = np.array({values!r}, dtype=_F).reshape({shape!r})")
         lines += mp.program(kprog, slots)
         meta[kprog.name] = (feed_nodes, slots, work)
     return "\n".join(lines) + "\n", meta
