@@ -166,6 +166,18 @@ def test_compiled_cpu_conv_net_matches_reference(stride, padding):
 
 
 @pytest.mark.skipif(not CPU, reason="the compiled CPU target is not available")
+def test_max_pool_padding_is_at_most_half_the_window():
+    """A window of padding alone would have no maximum (-inf): refused, as in PyTorch."""
+    g = gn.Graph("pool-pad")
+    x = g.input("x", (None, 1, 6, 6))
+    for size, padding in [(2, 2), (3, 2), (2, (0, 2)), ((4, 2), (1, 2))]:
+        with pytest.raises(gn.ShapeError, match="more than half the window"):
+            gn.max_pool2d(x, size=size, padding=padding)
+    assert gn.max_pool2d(x, size=3, padding=1).shape == (None, 1, 2, 2)
+    assert gn.max_pool2d(x, size=(4, 2), padding=(2, 1)).shape[0] is None
+    assert gn.avg_pool2d(x, size=2, padding=1).shape == (None, 1, 4, 4)     # zeros: no -inf
+
+
 def test_compiled_cpu_padded_max_pool_skips_the_padding():
     g = gn.Graph()
     x = g.input("x", (None, 1, 4, 4))

@@ -89,11 +89,17 @@ def max_pool2d(x, size: POSITIVE = 2, stride: Ints(low=1, length=2, optional=Tru
     """out[n, c, h, w] = max_{kh, kw} x[n, c, h*s + kh - p, w*s + kw - p]
 
     ``stride`` defaults to ``size``; padded positions are skipped (as PyTorch's -inf padding).
+    ``padding`` is at most half the window (as PyTorch asks), so no window is padding alone.
     At ties the gradient goes to the first maximum of the window in row-major order, as in
     PyTorch's ``max_pool2d`` (:class:`~.functions.IndexMaxFirst`).
     """
     (n, c, h, w, kh, kw), (row, col), (out_h, out_w), inside, (k_h, k_w) = _pool_window(
         x, size, stride, padding, "max_pool2d")
+    (p_h, p_w) = pair(padding, "padding")
+    if p_h > k_h // 2 or p_w > k_w // 2:
+        raise ShapeError(f"max_pool2d: padding {padding} is more than half the window {size}: a window "
+                         f"could hold padding alone and have no maximum (-inf); use padding <= "
+                         f"{k_h // 2 if k_h == k_w else (k_h // 2, k_w // 2)}")
     body = x[n, c, row, col]
     if inside is not sp.true:
         body = guarded(body, inside)
