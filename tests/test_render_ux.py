@@ -104,6 +104,18 @@ def test_edge_labels_print_conditions_and_primitives_readably():
     assert 'label="0 if x <= 0 else 1"' in source and "Piecewise" not in source
 
 
+def test_compound_conditions_read_as_words():
+    """NLL's derivative is guarded (a -inf log-probability of a class not taken gives 0, not
+    NaN): its condition reads 'a > b or c ≠ 0', not SymPy's '(a > b) | Ne(c, 0)'."""
+    g = gn.Graph("nll-label", seed=0)
+    x, labels = g.input("x", (None, 3)), g.input("labels", (None,))
+    loss = gn.softmax_cross_entropy(gn.Dense(3)(x), labels)
+    source = gn.render(loss, deltas=True, expand=True).source
+    assert "∂nll_elementwise/∂log_softmax = -one_hot if log_softmax > " in source
+    assert " or one_hot ≠ 0 else 0" in source
+    assert "Ne(" not in source and ") | (" not in source
+
+
 def test_latex_of_names_with_slashes_is_upright_text():
     from graphnn.render.derivatives import EdgeDerivative
     g = gn.Graph("names")

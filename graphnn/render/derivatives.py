@@ -136,6 +136,23 @@ class _Text(StrPrinter):
         text = " ".join(parts)
         return text if expr is self._top else f"({text})"
 
+    # conditions in words, as in Python: 'a > 0 or b ≠ 0', not SymPy's '(a > 0) | Ne(b, 0)'
+    def _print_Or(self, expr):
+        return " or ".join(self._condition(a) for a in expr.args)
+
+    def _print_And(self, expr):
+        return " and ".join(self._condition(a) for a in expr.args)
+
+    def _print_Not(self, expr):
+        return f"not {self._condition(expr.args[0])}"
+
+    def _print_Unequality(self, expr):
+        return f"{self._print(expr.lhs)} ≠ {self._print(expr.rhs)}"
+
+    def _condition(self, arg):
+        text = self._print(arg)
+        return f"({text})" if isinstance(arg, (sp.Or, sp.And)) else text
+
 
 class _Latex(LatexPrinter):
     """SymPy's LaTeX, with node names upright ('\\mathrm{hidden/tanh}') and σ, φ, Φ as symbols."""
