@@ -59,6 +59,16 @@ def test_fit_on_the_device_equals_the_cpu_with_one_upload():
     assert cuda.backend._data is None       # released when the fit ended
 
 
+def _same(a, b, what=""):
+    """Bit for bit under the simulator; on a GPU the bias gradients' atomic adds may round
+    in another order from one call to the next."""
+    from numba import config
+    if config.ENABLE_CUDASIM:
+        np.testing.assert_array_equal(a, b, err_msg=what)
+    else:
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=what)
+
+
 def test_the_loop_is_bit_identical_to_steps_one_by_one():
     X, Y = _data()
     looped, stepped = _model("cuda", "float32"), _model("cuda", "float32")
@@ -67,14 +77,14 @@ def test_the_loop_is_bit_identical_to_steps_one_by_one():
     a = looped.train_steps(feeds, batch_size=4, steps=3, shuffle=True)
     b = stepped.train_steps(feeds, batch_size=4, steps=3, shuffle=True)
     assert looped.backend.transfers["losses"] == 1 and stepped.backend.transfers["losses"] == 0
-    np.testing.assert_array_equal(a, b)
+    _same(a, b, "losses")
     assert looped.step_count == stepped.step_count == 3
     for k, v in stepped.get_params().items():
-        np.testing.assert_array_equal(looped.get_params()[k], v, err_msg=k)
+        _same(looped.get_params()[k], v, k)
     for k, v in stepped.state.items():
-        np.testing.assert_array_equal(looped.state[k], v, err_msg=k)
+        _same(looped.state[k], v, k)
     # the generator drew the same masks: the next step is the same too
-    np.testing.assert_array_equal(looped.step(feeds), stepped.step(feeds))
+    _same(looped.step(feeds), stepped.step(feeds), "the next step")
 
 
 def test_new_data_is_uploaded_again():
