@@ -91,3 +91,42 @@ def test_a_cupy_that_cannot_reach_the_driver_is_not_used(monkeypatch):
     from graphnn.runtime import cuda as backend
     monkeypatch.setattr(config, "ENABLE_CUDASIM", False)
     assert backend._cupy_on_a_gpu(_BrokenRuntime) is False
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_ten_class_softmax_cross_entropy_runs_in_row_passes(dtype):
+    """On the GPU a row pass also takes sums within a row of up to 16 elements: a 10-class
+    softmax-CE's forward (with the loss) and backward (with the bias gradient) are two passes
+    instead of a dozen kernels; only the row maximum (a max, kept NaN-exact) stays apart."""
+    from graphnn.codegen.cuda import CudaModulePrinter
+    from graphnn.lower import Reduce, Rows, lower
+    from graphnn.lower.target import CUDA_PASSES, run_passes
+    g = gn.Graph("ce10", seed=0)
+    x, y = g.input("x", (None, 6)), g.input("y", (None, 10))
+    logits = g.output("logits", gn.Sequential([gn.Dense(12, activation="relu"), gn.Dense(10)])(x))
+    loss = gn.softmax_cross_entropy(logits, y)
+    models = {t: gn.compile(g, loss, optimizer=gn.Adam(lr=0.05), target=t, dtype=dtype, wait=True)
+              for t in ("cuda", "cpu", "reference")}
+    kprog = lower(models["reference"].programs["step"], dtype, contractions=CudaModulePrinter.contractions)
+    run_passes(kprog, CUDA_PASSES)
+    passes = [k for k in kprog.kernels if isinstance(k, Rows)]
+    fused = [c for k in passes for c in k.comments]
+    assert len(passes) >= 2 and len(fused) >= 15     # (the 12-wide hidden layer may join one too)
+    assert any("log_softmax/sum" in c for c in fused) and any("vjp_linear_b" in c for c in fused)
+    apart = [k.comment for k in kprog.kernels if isinstance(k, Reduce) and "softmax_ce" in k.comment]
+    assert len(apart) == 1 and "log_softmax/max" in apart[0]
+    rng = np.random.default_rng(1)
+    feeds = {"x": rng.normal(size=(300, 6)), "y": np.eye(10)[rng.integers(0, 10, 300)]}
+    rtol = 1e-12 if dtype == "float64" else 2e-5
+    loss_value, grads = models["cuda"].loss_and_gradients(feeds)
+    for target in ("cpu", "reference"):
+        expected_loss, expected = models[target].loss_and_gradients(feeds)
+        np.testing.assert_allclose(loss_value, expected_loss, rtol=rtol)
+        for k in expected:
+            np.testing.assert_allclose(grads[k], expected[k], rtol=rtol, atol=rtol * 1e-1, err_msg=k)
+    atol = 1e-12 if dtype == "float64" else 1e-5
+    for model in models.values():
+        for _ in range(2):
+            model.step(feeds)
+    for k, v in models["cpu"].get_params().items():
+        np.testing.assert_allclose(models["cuda"].get_params()[k], v, rtol=rtol, atol=atol, err_msg=k)

@@ -38,6 +38,21 @@ ROW_STATEMENTS = 96
 ROW = sp.Symbol("i0", integer=True)
 
 
+class RowBounds:
+    """How much a target's row pass may hold: rows of ``width`` elements, sums over the rows
+    into ``sum_out`` elements, ``statements`` in all; with ``row_sums``, also sums within a row
+    over at most ``width`` elements (a softmax's normaliser, a per-row loss)."""
+
+    def __init__(self, width=ROW_WIDTH, sum_out=ROW_SUM_OUT, statements=ROW_STATEMENTS, row_sums=False):
+        self.width, self.sum_out, self.statements, self.row_sums = width, sum_out, statements, row_sums
+
+
+CPU_ROWS = RowBounds()
+# CUDA: one thread per row holds a 10-class softmax-CE's forward and backward (Numba's compile
+# time grows with a pass's statements on both targets; the GPU pass compiles once per shape)
+CUDA_ROWS = RowBounds(width=16, statements=320, row_sums=True)
+
+
 def flatten_loops(kprog):
     """Mark fused loops that can walk their buffers as flat arrays (``Fused.flat``)."""
     shapes = {b.name: b.shape for b in kprog.buffers.values()}
@@ -133,10 +148,10 @@ def _row_only(exprs, row):
     return True
 
 
-def _fused_part(k, n, shapes):
+def _fused_part(k, n, shapes, width=ROW_WIDTH):
     if not k.indices or k.shape[0] is not None or None in k.shape[1:]:
         return None
-    if math.prod(k.shape[1:]) > ROW_WIDTH or any(shapes[b] != k.shape for b, _ in k.stores):
+    if math.prod(k.shape[1:]) > width or any(shapes[b] != k.shape for b, _ in k.stores):
         return None
     if not _row_only([e for _, e in k.assigns], k.indices[0]):
         return None
@@ -159,8 +174,8 @@ def _fused_part(k, n, shapes):
     return _Part(k, assigns, stores, [], reads, list(k.comments))
 
 
-def _reduce_part(k):
-    if None in k.out_shape or math.prod(k.out_shape) > ROW_SUM_OUT:
+def _reduce_part(k, sum_out=ROW_SUM_OUT):
+    if None in k.out_shape or math.prod(k.out_shape) > sum_out:
         return None
     sums, reads = [], set()
     for term in k.terms:
@@ -181,6 +196,32 @@ def _reduce_part(k):
     return _Part(k, [], [], sums, reads, [k.comment])
 
 
+def _row_sum_part(k, n, shapes, width):
+    """A sum within each row (``out[n, ...] = sum_i f(x[n, i])``, batch axis kept) written out
+    for row ``ROW``: one assignment per output element, stored like a fused loop's value."""
+    if not k.out_shape or k.out_shape[0] is not None or None in k.out_shape[1:]:
+        return None
+    if math.prod(k.out_shape[1:]) > width or tuple(shapes[k.out]) != tuple(k.out_shape):
+        return None
+    row = k.out_indices[0]
+    for term in k.terms:
+        if (term.combiner != "sum" or term.guard is not sp.true or any(e is None for _, e in term.reduce)
+                or math.prod(e for _, e in term.reduce) > width or not _row_only([term.expr], row)):
+            return None
+    assigns, stores, reads = [], [], set()
+    for combo in itertools.product(*(range(d) for d in k.out_shape[1:])):
+        subs = {row: ROW, **{i: sp.Integer(c) for i, c in zip(k.out_indices[1:], combo)}}
+        value = sp.Integer(0)
+        for term in k.terms:
+            for inner in itertools.product(*(range(e) for _, e in term.reduce)):
+                value += term.expr.xreplace({**subs, **{r: sp.Integer(v) for (r, _), v in zip(term.reduce, inner)}})
+        reads |= _loads(value)
+        sym = sp.Symbol("_".join(map(str, ("_rs", n, *combo))), real=True)
+        assigns.append((sym, value))
+        stores.append((sp.IndexedBase(k.out)[(ROW, *map(sp.Integer, combo))], sym))
+    return _Part(k, assigns, stores, [], reads, [k.comment])
+
+
 def _kernel_io(k):
     """(buffers read, buffers written) of any kernel."""
     if isinstance(k, Contract):
@@ -193,7 +234,7 @@ def _kernel_io(k):
     return set().union(*(_loads(t.expr) for t in k.terms)), {k.out}
 
 
-def _group(parts_of, kernels):
+def _group(parts_of, kernels, statements=ROW_STATEMENTS):
     """Kernels with one row pass made of the first runs of parts that may move together."""
     # a pass starts at a row loop and takes the kernels that read its row values: a chain
     # of small layers and the sums over its rows, the same pass in every graph that has it
@@ -211,7 +252,7 @@ def _group(parts_of, kernels):
         reads, writes = _kernel_io(k)
         # only a kernel that reads this pass's rows is written out for it (that costs time)
         part = parts_of(k) if reads & g_rows else None
-        joins = (part is not None and size + part.size <= ROW_STATEMENTS and _at_row(part, g_rows)
+        joins = (part is not None and size + part.size <= statements and _at_row(part, g_rows)
                  and not reads & (d_writes | g_sums) and not writes & (d_reads | d_writes | g_reads | g_writes))
         if joins:
             members.append(part)
@@ -234,7 +275,7 @@ def _at_row(part, buffers):
                if str(acc.base.label) in buffers)
 
 
-def fuse_rows(kprog):
+def fuse_rows(kprog, bounds=CPU_ROWS):
     """One pass over the batch rows for runs of small row loops and batch sums (:class:`~.ir.Rows`)."""
     shapes = {b.name: b.shape for b in kprog.buffers.values()}
     made = {}
@@ -242,16 +283,18 @@ def fuse_rows(kprog):
     def parts_of(k):
         if id(k) not in made:
             if isinstance(k, Fused) and k.flat is None:
-                made[id(k)] = _fused_part(k, len(made), shapes)
+                made[id(k)] = _fused_part(k, len(made), shapes, bounds.width)
             elif isinstance(k, Reduce):
-                made[id(k)] = _reduce_part(k)
+                made[id(k)] = _reduce_part(k, bounds.sum_out)
+                if made[id(k)] is None and bounds.row_sums:
+                    made[id(k)] = _row_sum_part(k, len(made), shapes, bounds.width)
             else:
                 made[id(k)] = None
         return made[id(k)]
 
     out, rest, passes = [], list(kprog.kernels), []
     while rest:
-        before, found = _group(parts_of, rest)
+        before, found = _group(parts_of, rest, bounds.statements)
         out += before
         if found is None:
             break
@@ -322,7 +365,12 @@ def _merge(members, needed):
 
 
 CPU_PASSES = [order_batch_sums, fuse_rows, flatten_loops]
-CUDA_PASSES = [fuse_rows, split_batch_reductions]
+def fuse_rows_cuda(kprog):
+    """:func:`fuse_rows` with the GPU's bounds (:data:`CUDA_ROWS`): wider rows, sums within a row."""
+    fuse_rows(kprog, CUDA_ROWS)
+
+
+CUDA_PASSES = [fuse_rows_cuda, split_batch_reductions]
 
 
 def run_passes(kprog, passes):
