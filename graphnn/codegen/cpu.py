@@ -19,7 +19,6 @@ import re
 from dataclasses import dataclass, field
 
 import numpy as np
-import sympy as sp
 
 from ..graph.random import is_random
 from ..lower.canonical import canonical_kernel, structural_key
@@ -198,17 +197,8 @@ class CPUPrinter(KernelPrinter):
         Values that do not change with the row (parameters) are read before the loop. The
         serial variant is one loop; the parallel one splits the rows into chunks with
         partial sums (race-free either way)."""
-        fixed = {}
-        for e in [e for _, e in k.assigns] + [e for _, e in k.sums]:
-            for acc in sorted(e.atoms(sp.Indexed), key=sp.default_sort_key):
-                if k.row not in acc.free_symbols and acc not in fixed:
-                    fixed[acc] = sp.Symbol(f"_l{len(fixed)}", real=True)
-        lines = [f"{sym} = {self.printer.doprint(acc)}" for acc, sym in fixed.items()]
-        targets = list(dict.fromkeys(t for t, _ in k.sums))
+        lines, body, targets = self.row_pass(k)
         acc_of = {t: f"_acc{n}" for n, t in enumerate(targets)}
-        body = [f"{sym} = {self.printer.doprint(e.xreplace(fixed))}" for sym, e in k.assigns]
-        body += [f"{self.printer.doprint(t)} = {self.printer.doprint(v)}" for t, v in k.stores]
-        body += [f"{acc_of[t]} += {self.printer.doprint(e.xreplace(fixed))}" for t, e in k.sums]
         if not self.parallel:
             lines += [f"{acc_of[t]} = _F(0.0)" for t in targets]
             lines.append(f"for {k.row} in range(N):")

@@ -21,8 +21,6 @@ into the same module, so the whole GPU program can be read in one file.
 import numpy as np
 
 from ..lower.canonical import kernel_buffers
-import sympy as sp
-
 from ..lower.ir import Contract, Fused, ReduceOrder, Rows
 from ..lower.pointwise import Contractions
 from ..lower.target import CUDA_PASSES, run_passes
@@ -126,25 +124,15 @@ class CudaModulePrinter(KernelPrinter):
         target. Batch buffers the pass reads flat (``k.flat``) are passed flat."""
         flat = set(k.flat or ())
         call_args = [f"{a}.reshape({a}.size)" if a in flat else a for a in args]
-        targets = list(dict.fromkeys(t for t, _ in k.sums))
+        loads, body, targets = self.row_pass(k)
         n_acc = len(targets)
-        fixed = {}
-        for e in [e for _, e in k.assigns] + [e for _, e in k.sums]:
-            for acc in sorted(e.atoms(sp.Indexed), key=sp.default_sort_key):
-                if k.row not in acc.free_symbols and acc not in fixed:
-                    fixed[acc] = sp.Symbol(f"_l{len(fixed)}", real=True)
-        acc_of = {t: f"_acc{n}" for n, t in enumerate(targets)}
         extra = ("_part",) if n_acc else ()
         lines = self._signature(name, args, [*k.comments, "(one thread per row; sums by block, then in order)"],
                                 extra=extra)
         lines += [f"    {k.row} = cuda.grid(1)"]
-        lines += [f"    {acc_of[t]} = _F(0.0)" for t in targets]
+        lines += [f"    _acc{n} = _F(0.0)" for n in range(n_acc)]
         lines += [f"    if {k.row} < N:"]
-        body = [f"{sym} = {self.printer.doprint(acc)}" for acc, sym in fixed.items()]
-        body += [f"{sym} = {self.printer.doprint(e.xreplace(fixed))}" for sym, e in k.assigns]
-        body += [f"{self.printer.doprint(t)} = {self.printer.doprint(v)}" for t, v in k.stores]
-        body += [f"{acc_of[t]} += {self.printer.doprint(e.xreplace(fixed))}" for t, e in k.sums]
-        lines += ["        " + line for line in body] or ["        pass"]
+        lines += ["        " + line for line in loads + body] or ["        pass"]
         launches = []
         if n_acc:
             # the block's sums: a tree in shared memory, the same order on every run, for

@@ -79,6 +79,25 @@ class KernelPrinter:
                 out.append("    " * depth + f"_acc{n} += {value}")
         return out
 
+    def row_pass(self, kernel):
+        """What every target prints of a row pass (:class:`~graphnn.lower.ir.Rows`):
+        ``(loads, body, targets)``. ``loads`` read the values that do not change with the row
+        (parameters) into ``_l<n>``; ``body`` is one row's statements, each sum added into
+        its accumulator ``_acc<n>``; ``targets`` are the sums' outputs, accumulator n for
+        ``targets[n]``. A target prints the loop over the rows and where the sums go."""
+        fixed = {}
+        for e in [e for _, e in kernel.assigns] + [e for _, e in kernel.sums]:
+            for acc in sorted(e.atoms(sp.Indexed), key=sp.default_sort_key):
+                if kernel.row not in acc.free_symbols and acc not in fixed:
+                    fixed[acc] = sp.Symbol(f"_l{len(fixed)}", real=True)
+        targets = list(dict.fromkeys(t for t, _ in kernel.sums))
+        acc_of = {t: f"_acc{n}" for n, t in enumerate(targets)}
+        loads = [f"{sym} = {self.printer.doprint(acc)}" for acc, sym in fixed.items()]
+        body = [f"{sym} = {self.printer.doprint(e.xreplace(fixed))}" for sym, e in kernel.assigns]
+        body += [f"{self.printer.doprint(t)} = {self.printer.doprint(v)}" for t, v in kernel.stores]
+        body += [f"{acc_of[t]} += {self.printer.doprint(e.xreplace(fixed))}" for t, e in kernel.sums]
+        return loads, body, targets
+
     @staticmethod
     def reduce_store(kernel):
         """The statement writing a reduction's output element: the sum of its accumulators."""

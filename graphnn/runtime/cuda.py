@@ -265,12 +265,12 @@ class CUDABackend:
                 array, offset, _, _ = loss
                 loss_at = offset[0] + offset[1] * batch
                 loss_array = arrays[array]
-                threads = kernels.threads
+                blocks, threads = self.compiled.module._blocks, self.compiled.module.THREADS
                 for step in range(steps):
                     for src, dst in rows:
-                        kernels.gather[_grid(dst.size, threads), threads](src, d_order, step * batch, dst)
+                        kernels.gather[blocks(dst.size), threads](src, d_order, step * batch, dst)
                     for src, dst in copies:
-                        kernels.copy_row[_grid(dst.size, threads), threads](src, step, dst)
+                        kernels.copy_row[blocks(dst.size), threads](src, step, dst)
                     for launch in launches:
                         launch()
                     kernels.record[1, 1](loss_array, loss_at, d_losses, step, self.d_hyper,
@@ -355,10 +355,6 @@ def _cupy_on_a_gpu(cupy):
         return False
 
 
-def _grid(size, threads):
-    return max((size + threads - 1) // threads, 1)
-
-
 _LOOP_KERNELS = {}
 cuda = None     # numba.cuda once _loop_kernels ran: a module global, as the simulator expects
 
@@ -391,7 +387,6 @@ def _loop_kernels(module):
         cuda = module
 
         class Kernels:
-            threads = 128
             gather = module.jit(_gather)
             copy_row = module.jit(_copy_row)
             record = module.jit(_record)
