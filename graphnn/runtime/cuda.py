@@ -74,7 +74,7 @@ def _cuda():
 class CUDABackend:
     target = "cuda"
 
-    def __init__(self, model, cache_dir=None, fast_math=None, matmul="auto"):
+    def __init__(self, model, cache_dir=None, fast_math=None, matmul="auto", graphs=True):
         if fast_math:
             raise TargetError("fast_math is a CPU option: the CUDA target prints libm calls, which "
                               "numba.cuda maps to the device's own math library")
@@ -84,25 +84,31 @@ class CUDABackend:
             raise ArgumentError(f"matmul must be 'auto', 'tiled' or 'cublas', got {matmul!r}")
         self.cache_dir, self._matmul_option = cache_dir, matmul
         self._compile()
-        have_cupy = _cupy_on_a_gpu(self.compiled.module._cupy)
+        cupy = _import_cupy()
+        have_cupy = _cupy_on_a_gpu(cupy)
         if matmul == "cublas" and not have_cupy:
             raise TargetError("matmul='cublas' needs CuPy and a GPU it can use (pip install "
                               "\"graphnn[cuda]\", which installs cupy-cuda12x); the CUDA simulator "
                               "runs the tiled kernels: use matmul='auto' or 'tiled'")
-        # cuBLAS when CuPy works on this GPU (measured faster on H200, docs/cuda.md), else tiled
-        self.matmul = "cublas" if matmul == "cublas" or (matmul == "auto" and have_cupy) else "tiled"
-        self.compiled.module.USE_CUBLAS = self.matmul == "cublas"
+        if graphs not in (True, False):
+            raise ArgumentError(f"graphs must be True or False, got {graphs!r}")
+        # the stream all of this model's work goes on, CUDA graphs when CuPy can capture them,
+        # and cuBLAS (measured faster on H200, docs/cuda.md) when CuPy brought it, else tiled
+        self.launcher = Launcher(self.cuda, cupy, graphs, cublas=matmul != "tiled")
+        self.matmul = "cublas" if self.launcher.gemm is not None else "tiled"
+        self.stream = self.launcher.stream
         m = model
         self.param_slices = _slices(m.params)
         self.state_slices = _slices(m.state)
-        self.d_params = self.cuda.to_device(_pack(m.params, m.dtype))
-        self.d_state = self.cuda.to_device(_pack(m.state, m.dtype))
+        self.d_params = self.cuda.to_device(_pack(m.params, m.dtype), stream=self.stream)
+        self.d_state = self.cuda.to_device(_pack(m.state, m.dtype), stream=self.stream)
         self.hyper = np.zeros(max(len(self.compiled.hyper_order), 1), dtype=m.dtype)
-        self.d_hyper = self.cuda.to_device(self.hyper)
-        # (program, batch) -> device buffers and launches; the least recently used beyond
+        self.d_hyper = self.cuda.to_device(self.hyper, stream=self.stream)
+        # (program, batch) -> device buffers and launch plans; the least recently used beyond
         # MAX_PLANS are dropped, so device memory does not grow with every batch size used
         self._views = OrderedDict()
-        self._launches = {}
+        self._launches = {}     # (program, batch) -> Plan
+        self._loops = {}        # batch -> the training loop's LoopPlan
         # the device's parameters and state are newer than the model's host arrays (after a
         # step): model.params/state copy them back when next read (refresh_host)
         self.host_stale = False
@@ -126,9 +132,9 @@ class CUDABackend:
             if set(self.model.programs) <= set(self.compiled.meta):
                 return
             self._compile()
-            self.compiled.module.USE_CUBLAS = self.matmul == "cublas"
             self._views.clear()
             self._launches.clear()
+            self._loops.clear()
 
     def _buffers(self, name, batch):
         """Device views of every buffer of a program at this batch size (made once)."""
@@ -139,6 +145,8 @@ class CUDABackend:
         while len(self._views) >= MAX_PLANS:
             old, _ = self._views.popitem(last=False)
             self._launches.pop(old, None)
+            if old[0] == "step":
+                self._loops.pop(old[1], None)
         meta = self.compiled.meta[name]
         const, per_n = meta["work"]
         d_work = self.cuda.device_array(const + per_n * batch, dtype=self.model.dtype)
@@ -157,7 +165,7 @@ class CUDABackend:
             feeds[node_name] = (buf, self.cuda.device_array(full, dtype=self.model.dtype))
             views[buf] = feeds[node_name][1]
         for cname in meta["consts"]:
-            views[cname] = self.cuda.to_device(getattr(self.compiled.module, f"_CONST_{cname}"))
+            views[cname] = self.cuda.to_device(getattr(self.compiled.module, f"_CONST_{cname}"), stream=self.stream)
         self._views[key] = (views, feeds, arrays)
         return self._views[key]
 
@@ -175,23 +183,36 @@ class CUDABackend:
         host = {k: v.copy_to_host() if hasattr(v, "copy_to_host") else v for k, v in feeds.items()}
         return ReferenceBackend(self.model).run(name, host, 0)
 
+    def _plan(self, name, batch, views):
+        """The bound launches of a program at this batch size (made once per buffer set)."""
+        plan = self._launches.get((name, batch))
+        if plan is None:
+            module = self.compiled.module
+            plan = self._launches[(name, batch)] = Plan(self.launcher.bind(
+                module, lambda: getattr(module, name)(views, batch)))
+        return plan
+
     def _run(self, name, feeds, batch):
         views, feed_bufs, arrays = self._buffers(name, batch)
+        stream = self.stream
         for k, h in enumerate(self.compiled.hyper_order):
             if h in feeds:
                 self.hyper[k] = feeds[h]
         if self.compiled.hyper_order:
-            self.d_hyper.copy_to_device(self.hyper)
+            self.d_hyper.copy_to_device(self.hyper, stream=stream)
+        on_device = False
         for node_name, (_, d_array) in feed_bufs.items():
             value = feeds[node_name]
-            if not hasattr(value, "__cuda_array_interface__"):
+            if hasattr(value, "__cuda_array_interface__"):
+                on_device = True
+            else:
                 value = np.ascontiguousarray(value, dtype=self.model.dtype)
-            d_array.copy_to_device(value)
-        launches = self._launches.get((name, batch))
-        if launches is None:
-            launches = self._launches[(name, batch)] = getattr(self.compiled.module, name)(views, batch)
-        for launch in launches:
-            launch()
+            d_array.copy_to_device(value, stream=stream)
+        if on_device and stream != 0:
+            # a device feed may still be written by work on the default stream, which this
+            # model's own stream does not wait for: wait for it first
+            self.cuda.default_stream().synchronize()
+        self.launcher.run(self._plan(name, batch, views))
         if name in ("step", "apply"):      # the programs that write parameters and state
             self.host_stale = True
         out = {}
@@ -207,7 +228,8 @@ class CUDABackend:
             start = offset[0] + offset[1] * batch
             stop = start + size[0] + size[1] * batch
             full = tuple(batch if d is None else d for d in shape)
-            out[oname] = arrays[array][start:stop].copy_to_host().reshape(full)
+            out[oname] = arrays[array][start:stop].copy_to_host(stream=stream).reshape(full)
+        self.launcher.synchronize()
         return out
 
     def training_loop(self, batch, force=False):
@@ -218,11 +240,14 @@ class CUDABackend:
         ``train_steps`` call) and stay there. Each step gathers its rows on the device through
         the order (the permutation the model's generator drew, uploaded once per call),
         launches the step's kernels, advances the step count on the device and keeps its loss
-        there: no transfer and no wait per step. The losses come back once per call, which
-        ``fit`` makes every few steps (for its progress bar and callbacks). Random inputs
-        (dropout masks, noise) are drawn on the host as a step draws them, for all the call's
-        steps at once, and uploaded in one transfer. ``force`` is the CPU's (it compiles its
-        loop only when asked or when it pays); here the loop is always ready."""
+        there: no transfer and no wait per step. The step's position is itself on the device
+        (a counter its last kernel advances), so every step is the same launch sequence: with
+        CUDA graphs it is captured once and each step is one graph launch. The losses come
+        back once per call, which ``fit`` makes every few steps (for its progress bar and
+        callbacks). Random inputs (dropout masks, noise) are drawn on the host as a step draws
+        them, for all the call's steps at once, and uploaded in one transfer. ``force`` is the
+        CPU's (it compiles its loop only when asked or when it pays); here the loop is always
+        ready."""
         meta = self.compiled.meta["step"]
         loss = meta["outputs"].get("loss")
         if loss is None or loss[0] not in ("params", "state", "work"):
@@ -231,56 +256,84 @@ class CUDABackend:
         t_name = hyper_name("t")
         t_index = self.compiled.hyper_order.index(t_name) if t_name in self.compiled.hyper_order else None
         inputs = self.model.graph.inputs
+        cuda, stream, dtype = self.cuda, self.stream, self.model.dtype
 
         def loop(data, drawn, order, start, steps, t0, hyper, in_order=False):
             with self._lock:     # in_order: the rows are gathered on the device either way
                 views, feed_bufs, arrays = self._buffers("step", batch)
-                launches = self._launches.get(("step", batch))
-                if launches is None:
-                    launches = self._launches[("step", batch)] = self.compiled.module.step(views, batch)
+                step_plan = self._plan("step", batch, views)
                 resident = self._resident(data, inputs)
-                rows, copies = [], []
+                lp = self._loops.get(batch)
+                need = (steps, tuple(sorted((k, np.shape(v)[1:]) for k, v in drawn.items())),
+                        tuple(sorted((k, id(v)) for k, v in resident.items())))
+                if lp is None or lp.steps < steps or lp.shape_key != need[1:]:
+                    lp = self._loops[batch] = self._loop_plan(
+                        kernels, batch, max(steps, 2 * lp.steps if lp else steps), need[1:], views,
+                        feed_bufs, arrays, loss, t_index, resident, drawn, data, step_plan)
                 for node_name, (_, d_feed) in feed_bufs.items():
-                    if node_name in resident:
-                        rows.append((resident[node_name], d_feed.reshape(batch, -1)))
-                    elif node_name in data:     # no batch axis: the same value every step
-                        d_feed.copy_to_device(np.ascontiguousarray(data[node_name], dtype=self.model.dtype))
-                    elif node_name in drawn:
-                        stacked = np.ascontiguousarray(drawn[node_name], dtype=self.model.dtype)
-                        copies.append((self.cuda.to_device(stacked.reshape(steps, -1)),
-                                       d_feed.reshape(-1) if d_feed.ndim else d_feed.reshape(1)))
-                    else:
-                        raise TargetError(f"the training loop of graph {self.model.graph.name!r} has no "
-                                          f"value for input {node_name!r}")
+                    if node_name not in resident and node_name not in drawn and node_name in data:
+                        # no batch axis: the same value every step
+                        d_feed.copy_to_device(np.ascontiguousarray(data[node_name], dtype=dtype), stream=stream)
+                for node_name, d_drawn in lp.drawn.items():
+                    stacked = np.ascontiguousarray(drawn[node_name], dtype=dtype).reshape(steps, -1)
+                    d_drawn[:steps].copy_to_device(stacked, stream=stream)
                 for k, h in enumerate(self.compiled.hyper_order):
                     if h in hyper:
                         self.hyper[k] = hyper[h]
                 if t_index is not None:
                     self.hyper[t_index] = t0 + 1
                 if self.compiled.hyper_order:
-                    self.d_hyper.copy_to_device(self.hyper)
-                d_order = self.cuda.to_device(np.ascontiguousarray(order[start:start + steps * batch],
-                                                                   dtype=np.int64))
-                d_losses = self.cuda.device_array(max(steps, 1), dtype=np.float64)
-                array, offset, _, _ = loss
-                loss_at = offset[0] + offset[1] * batch
-                loss_array = arrays[array]
-                blocks, threads = self.compiled.module._blocks, self.compiled.module.THREADS
-                for step in range(steps):
-                    for src, dst in rows:
-                        kernels.gather[blocks(dst.size), threads](src, d_order, step * batch, dst)
-                    for src, dst in copies:
-                        kernels.copy_row[blocks(dst.size), threads](src, step, dst)
-                    for launch in launches:
-                        launch()
-                    kernels.record[1, 1](loss_array, loss_at, d_losses, step, self.d_hyper,
-                                         -1 if t_index is None else t_index)
+                    self.d_hyper.copy_to_device(self.hyper, stream=stream)
+                rows = np.ascontiguousarray(order[start:start + steps * batch], dtype=np.int64)
+                if rows.size:
+                    lp.order[:rows.size].copy_to_device(rows, stream=stream)
+                lp.counter.copy_to_device(np.zeros(1, dtype=np.int64), stream=stream)
+                for _ in range(steps):
+                    self.launcher.run(lp.plan)
                 self.host_stale = True
                 if t_index is not None:
                     self.hyper[t_index] = t0 + steps
                 self.transfers["losses"] += 1
-                return d_losses.copy_to_host()[:steps]
+                losses = lp.losses[:max(steps, 1)].copy_to_host(stream=stream)
+                self.launcher.synchronize()
+                return losses[:steps]
         return loop
+
+    def _loop_plan(self, kernels, batch, capacity, shape_key, views, feed_bufs, arrays, loss, t_index,
+                   resident, drawn, data, step_plan):
+        """The device buffers of a training loop for up to ``capacity`` steps, and the one
+        step's launch sequence over them: gather the rows, copy the step's draws, the step's
+        own launches, record the loss and advance the counters."""
+        cuda, stream = self.cuda, self.stream
+        lp = LoopPlan()
+        lp.steps, lp.shape_key = capacity, shape_key
+        lp.order = cuda.device_array(max(capacity * batch, 1), dtype=np.int64, stream=stream)
+        lp.losses = cuda.device_array(max(capacity, 1), dtype=np.float64, stream=stream)
+        lp.counter = cuda.device_array(1, dtype=np.int64, stream=stream)
+        lp.drawn = {}
+        launches = []
+        blocks, threads = self.compiled.module._blocks, self.compiled.module.THREADS
+        for node_name, (_, d_feed) in feed_bufs.items():
+            if node_name in resident:
+                dst = d_feed.reshape(batch, -1)
+                launch = kernels.gather[blocks(dst.size), threads, stream]
+                launches.append(_bound(launch, resident[node_name], lp.order, lp.counter, dst))
+            elif node_name in drawn:
+                dst = d_feed.reshape(-1) if d_feed.ndim else d_feed.reshape(1)
+                src = lp.drawn[node_name] = cuda.device_array((capacity, dst.size), dtype=self.model.dtype,
+                                                              stream=stream)
+                launch = kernels.copy_row[blocks(dst.size), threads, stream]
+                launches.append(_bound(launch, src, lp.counter, dst))
+            elif node_name not in data:
+                raise TargetError(f"the training loop of graph {self.model.graph.name!r} has no "
+                                  f"value for input {node_name!r}")
+        launches += step_plan.launches
+        array, offset, _, _ = loss
+        record = kernels.record[1, 1, stream]
+        launches.append(_bound(record, arrays[array], offset[0] + offset[1] * batch, lp.losses, lp.counter,
+                               self.d_hyper, -1 if t_index is None else t_index))
+        lp.plan = Plan(launches)
+        return lp
 
     def _resident(self, data, inputs):
         """{feed: its rows on the device as (rows, values per row)} for the batched feeds of
@@ -292,32 +345,37 @@ class CUDABackend:
             for k, v in data.items():
                 if k in inputs and inputs[k].batched:
                     value = np.ascontiguousarray(v, dtype=self.model.dtype)
-                    uploaded[k] = self.cuda.to_device(value.reshape(len(value), -1))
+                    uploaded[k] = self.cuda.to_device(value.reshape(len(value), -1), stream=self.stream)
                     self.transfers["data"] += 1
             self._data = (key, data, uploaded)      # holds data: its ids stay theirs
         return self._data[2]
 
     def release_data(self):
-        """Free the training data kept on the device (after a fit)."""
+        """Free the training data kept on the device (after a fit), and the loops bound to it."""
         self._data = None
+        self._loops.clear()
 
     def read_param(self, name):
         a, b, shape = self.param_slices[name]
-        return self.d_params[a:b].copy_to_host().reshape(shape)
+        value = self.d_params[a:b].copy_to_host(stream=self.stream)
+        self.launcher.synchronize()
+        return value.reshape(shape)
 
     def write_param(self, name, value):
         self.refresh_host()     # the host arrays must be current before the write copies one of them
         a, b, shape = self.param_slices[name]
-        host = self.d_params.copy_to_host()
+        host = self.d_params.copy_to_host(stream=self.stream)
         host[a:b] = np.asarray(value, dtype=self.model.dtype).reshape(-1)
-        self.d_params.copy_to_device(host)
+        self.d_params.copy_to_device(host, stream=self.stream)
+        self.launcher.synchronize()
 
     def write_state(self, name, value):
         self.refresh_host()
         a, b, shape = self.state_slices[name]
-        host = self.d_state.copy_to_host()
+        host = self.d_state.copy_to_host(stream=self.stream)
         host[a:b] = np.asarray(value, dtype=self.model.dtype).reshape(-1)
-        self.d_state.copy_to_device(host)
+        self.d_state.copy_to_device(host, stream=self.stream)
+        self.launcher.synchronize()
 
     def refresh_host(self):
         """Copy parameters and state back into the model's host arrays if a step changed them
@@ -331,16 +389,26 @@ class CUDABackend:
         """Copy parameters and state back into the model's host arrays."""
         self.host_stale = False
         params, state = self.model._params, self.model._state   # their plain storage: no refresh
-        host = self.d_params.copy_to_host()
+        host = self.d_params.copy_to_host(stream=self.stream)
+        self.launcher.synchronize()
         for k, (a, b, shape) in self.param_slices.items():
             dict.__getitem__(params, k)[...] = host[a:b].reshape(shape)
-        host = self.d_state.copy_to_host()
+        host = self.d_state.copy_to_host(stream=self.stream)
+        self.launcher.synchronize()
         for k, (a, b, shape) in self.state_slices.items():
             dict.__getitem__(state, k)[...] = host[a:b].reshape(shape)
 
     @property
     def source(self):
         return self.compiled.source
+
+
+def _import_cupy():
+    try:
+        import cupy
+        return cupy
+    except Exception:       # not installed, or a CuPy that cannot load its CUDA libraries
+        return None
 
 
 def _cupy_on_a_gpu(cupy):
@@ -355,26 +423,132 @@ def _cupy_on_a_gpu(cupy):
         return False
 
 
+class Plan:
+    """A launch sequence (bound kernel launches, cuBLAS calls), and its CUDA graph once captured."""
+
+    def __init__(self, launches):
+        self.launches = launches
+        self.graph = None
+        self.runs = 0
+
+
+class LoopPlan:
+    """A training loop's device buffers (the order, the draws, the losses, the step counter)
+    and the plan of one of its steps."""
+
+
+def _bound(launch, *args):
+    return lambda: launch(*args)
+
+
+class Launcher:
+    """Where a CUDA model's work goes.
+
+    With CuPy on a GPU, every launch and copy of the model goes on a stream of its own, and
+    a launch sequence that ran once eagerly (compiling and loading its kernels) is captured
+    into a CUDA graph: from then on the sequence is one graph launch, not one Python call
+    per kernel. Matrix products then call cuBLAS (the library CuPy brought) on a handle of
+    the model's own, which a capture can record (``runtime/cublas.py``). Without CuPy (or
+    under numba's simulator, or with ``graphs=False``) the launches are made one by one, on
+    the default stream when CuPy is missing. A capture that fails (``capture_error`` says
+    why) leaves that plan to eager launches: the results are the same either way."""
+
+    def __init__(self, cuda, cupy, graphs=True, cublas=True):
+        self.cuda = cuda
+        self.cupy = cupy if _cupy_on_a_gpu(cupy) else None
+        self.graphs = bool(graphs) and self.cupy is not None
+        self.capture_error = self.cublas_error = None
+        self.captured = 0
+        self.gemm = None
+        if self.cupy is not None:
+            self.cp_stream = self.cupy.cuda.Stream(non_blocking=True)
+            self.stream = cuda.external_stream(self.cp_stream.ptr)
+            if cublas:
+                from .cublas import Cublas, agrees, cupy_gemm
+                try:
+                    self.gemm = Cublas(cuda, self.stream, self.cp_stream.ptr).bind
+                    if not agrees(self.gemm, cuda, self.stream, self.synchronize):
+                        raise RuntimeError("its products disagreed with numpy's")
+                except Exception as exc:
+                    # the direct binding is not usable here: cuBLAS through cupy.matmul, which
+                    # a capture cannot record (plans with products then launch eagerly)
+                    self.cublas_error = f"direct cuBLAS binding not used: {type(exc).__name__}: {exc}"
+                    self.gemm = cupy_gemm(self.cupy, self.cp_stream)
+        else:
+            self.cp_stream, self.stream = None, 0
+
+    def bind(self, module, make):
+        """Bind a program's launches (``make()``, from the generated ``module``) to this
+        launcher's stream: the module reads ``_STREAM`` while it binds them, and a module
+        can be shared by models (the disk cache), each with its own stream."""
+        with _BIND_LOCK:
+            saved = module._STREAM, module._GEMM
+            module._STREAM, module._GEMM = self.stream, self.gemm
+            try:
+                return make()
+            finally:
+                module._STREAM, module._GEMM = saved
+
+    def run(self, plan):
+        if plan.graph is not None:
+            plan.graph.launch(stream=self.cp_stream)
+            return
+        if self.cp_stream is None:
+            for launch in plan.launches:
+                launch()
+            return
+        for launch in plan.launches:
+            launch()
+        plan.runs += 1
+        if self.graphs and plan.runs == 1:
+            plan.graph = self.capture(plan.launches)
+
+    def capture(self, launches):
+        """The launches captured as a CUDA graph (they do not run), or None if capture failed."""
+        s = self.cp_stream
+        try:
+            s.begin_capture()
+            try:
+                for launch in launches:
+                    launch()
+            finally:
+                graph = s.end_capture()
+        except Exception as exc:       # e.g. a driver without graph support: launch one by one
+            self.capture_error = f"{type(exc).__name__}: {exc}"
+            return None
+        self.captured += 1
+        return graph
+
+    def synchronize(self):
+        if self.cp_stream is not None:
+            self.cp_stream.synchronize()
+
+
+_BIND_LOCK = threading.Lock()
+
+
 _LOOP_KERNELS = {}
 cuda = None     # numba.cuda once _loop_kernels ran: a module global, as the simulator expects
 
 
-def _gather(src, order, first, dst):
+def _gather(src, order, counter, dst):
+    # the rows of step counter[0]: order[step * batch + r] for each row r of the batch
     i = cuda.grid(1)
     width = dst.shape[1]
     if i < dst.shape[0] * width:
         r = i // width
-        dst[r, i - r * width] = src[order[first + r], i - r * width]
+        dst[r, i - r * width] = src[order[counter[0] * dst.shape[0] + r], i - r * width]
 
 
-def _copy_row(src, row, dst):
+def _copy_row(src, counter, dst):
     i = cuda.grid(1)
     if i < dst.shape[0]:
-        dst[i] = src[row, i]
+        dst[i] = src[counter[0], i]
 
 
-def _record(values, at, losses, step, hyper, t_index):
-    losses[step] = values[at]
+def _record(values, at, losses, counter, hyper, t_index):
+    losses[counter[0]] = values[at]
+    counter[0] += 1
     if t_index >= 0:
         hyper[t_index] += 1
 
