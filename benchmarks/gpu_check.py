@@ -79,7 +79,19 @@ def correctness():
                     m.step(feeds)
             p1, p2 = (m.get_params() for m in models)
             errs += [np.abs(p1[k] - p2[k]).max() / max(1.0, np.abs(p1[k]).max()) for k in p1]
+            # fit's device loop (one CUDA graph per step once captured) against the reference
+            # executor's fit: same seed, same batches
+            fitted = [gn.compile(graph, loss, target=t, dtype=dtype, optimizer=type(opt)(**_hyper(opt)))
+                      for t in ("reference", "cuda")]
+            h1, h2 = (m.fit(x, y, epochs=2, batch_size=max(1, len(x) // 4), seed=1, verbose=False)
+                      for m in fitted)
+            errs += [np.abs(np.asarray(h1["loss"]) - np.asarray(h2["loss"])).max() / max(1.0, abs(l1))]
+            p1, p2 = (m.get_params() for m in fitted)
+            errs += [np.abs(p1[k] - p2[k]).max() / max(1.0, np.abs(p1[k]).max()) for k in p1]
             err = max(errs)
+            launcher = fitted[1].backend.launcher
+            if launcher.capture_error:
+                say(f"  {title}: CUDA graph capture failed: {launcher.capture_error}")
             ok &= err <= tol
             say(f"  {title:28s} {dtype}: max relative difference {err:.2e} "
                 f"{'ok' if err <= tol else 'FAIL'} (tolerance {tol:g})")
@@ -90,17 +102,23 @@ def _hyper(opt):
     return {k: v for k, v in opt.hyper.items()}
 
 
-def time_graphnn(sizes, act, loss, batch, matmul, reps, device_feeds=True):
+def time_graphnn(sizes, act, loss, batch, matmul, reps, device_feeds=True, graphs=True):
     from numba import cuda
     g, value = graphnn_mlp(sizes, act, loss)
-    model = gn.compile(g, value, target="cuda", optimizer=gn.SGD(lr=0.01), matmul=matmul)
+    model = gn.compile(g, value, target="cuda", optimizer=gn.SGD(lr=0.01), matmul=matmul, graphs=graphs)
     x, y = data(sizes, loss, batch)
     feeds = {"x": cuda.to_device(x), "y": cuda.to_device(y)} if device_feeds else {"x": x, "y": y}
     t0 = time.perf_counter()
     model.step(feeds)
     first = time.perf_counter() - t0
     # model.step returns the loss: a device -> host copy, so every timed step synchronises
-    return median_us(lambda: model.step(feeds), reps, warmup=3), first
+    took = median_us(lambda: model.step(feeds), reps, warmup=3)
+    launcher = model.backend.launcher
+    if matmul == "cublas" and launcher.cublas_error:
+        say(f"  ({launcher.cublas_error})")
+    if graphs and not SMOKE and (launcher.capture_error or not launcher.captured):
+        say(f"  (no CUDA graph: {launcher.capture_error or 'none captured'})")
+    return took, first
 
 
 def time_torch(sizes, act, loss, batch, reps):
@@ -111,10 +129,10 @@ def time_torch(sizes, act, loss, batch, reps):
     return median_us(step, reps, warmup=5)      # step() reads the loss: it synchronises
 
 
-def time_graphnn_loop(sizes, act, loss, batch, matmul, steps=64):
+def time_graphnn_loop(sizes, act, loss, batch, matmul, steps=64, graphs=True):
     """us per step of the device training loop (fit's), over ``steps`` batches on the device."""
     g, value = graphnn_mlp(sizes, act, loss)
-    model = gn.compile(g, value, target="cuda", optimizer=gn.SGD(lr=0.01), matmul=matmul)
+    model = gn.compile(g, value, target="cuda", optimizer=gn.SGD(lr=0.01), matmul=matmul, graphs=graphs)
     x, y = data(sizes, loss, batch * steps)
     feeds = {"x": x, "y": y}
     model.train_steps(feeds, batch_size=batch, steps=2)       # compiles
@@ -177,16 +195,18 @@ def timings(quick):
         have_torch = torch.cuda.is_available()
     except ImportError:
         have_torch = False
-    say(f"{'workload':34s} {'tiled us':>10s} {'cuBLAS us':>10s} {'torch us':>10s} "
+    say("(graphed: CUDA graphs on, the default; eager: graphs=False, one Python launch per kernel)")
+    say(f"{'workload':34s} {'tiled us':>10s} {'cuBLAS us':>10s} {'eager us':>10s} {'torch us':>10s} "
         f"{'tiled/torch':>11s} {'cuBLAS/torch':>12s}")
     for title, sizes, act, loss, batch in workloads:
         row = {}
-        for matmul in ("tiled", "cublas"):
+        for matmul, graphs, column in (("tiled", True, "tiled"), ("cublas", True, "cublas"),
+                                       ("cublas", False, "eager")):
             try:
-                row[matmul], first = time_graphnn(sizes, act, loss, batch, matmul, reps)
-                row[matmul + "_first"] = first
+                row[column], first = time_graphnn(sizes, act, loss, batch, matmul, reps, graphs=graphs)
+                row[column + "_first"] = first
             except Exception as exc:  # report and go on: one failure must not hide the rest
-                say(f"  {title} b{batch} {matmul}: FAILED {type(exc).__name__}: {exc}")
+                say(f"  {title} b{batch} {column}: FAILED {type(exc).__name__}: {exc}")
         if have_torch:
             row["torch"] = time_torch(sizes, act, loss, batch, reps)
 
@@ -195,7 +215,7 @@ def timings(quick):
 
         def ratio(k):
             return f"{row[k] / row['torch']:.2f}x" if k in row and "torch" in row else "-"
-        say(f"{title + ' b' + str(batch):34s} {fmt('tiled')} {fmt('cublas')} {fmt('torch')} "
+        say(f"{title + ' b' + str(batch):34s} {fmt('tiled')} {fmt('cublas')} {fmt('eager')} {fmt('torch')} "
             f"{ratio('tiled'):>11s} {ratio('cublas'):>12s}")
         if "tiled_first" in row:
             say(f"{'':34s} first step (kernel compile included): tiled {row['tiled_first']:.1f} s"
@@ -205,14 +225,16 @@ def timings(quick):
     if SMOKE:
         title, sizes, batch = "4-8-3 ReLU CE in fit's loop", [4, 8, 3], 5
     row = {}
-    for matmul in ("tiled", "cublas"):
+    for matmul, graphs, column in (("tiled", True, "tiled"), ("cublas", True, "cublas"),
+                                   ("cublas", False, "eager")):
         try:
-            row[matmul] = time_graphnn_loop(sizes, "relu", "ce", batch, matmul, steps=4 if SMOKE else 64)
+            row[column] = time_graphnn_loop(sizes, "relu", "ce", batch, matmul, steps=4 if SMOKE else 64,
+                                            graphs=graphs)
         except Exception as exc:
-            say(f"  {title} b{batch} {matmul}: FAILED {type(exc).__name__}: {exc}")
+            say(f"  {title} b{batch} {column}: FAILED {type(exc).__name__}: {exc}")
     if have_torch:
         row["torch"] = time_torch(sizes, "relu", "ce", batch, reps)
-    cells = " ".join(f"{row[k]:10.1f}" if k in row else f"{'-':>10s}" for k in ("tiled", "cublas", "torch"))
+    cells = " ".join(f"{row[k]:10.1f}" if k in row else f"{'-':>10s}" for k in ("tiled", "cublas", "eager", "torch"))
     ratios = " ".join(f"{row[k] / row['torch']:.2f}x".rjust(w) if k in row and "torch" in row else "-".rjust(w)
                       for k, w in (("tiled", 11), ("cublas", 12)))
     say(f"{title + ' b' + str(batch):34s} {cells} {ratios}")
