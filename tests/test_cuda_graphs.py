@@ -73,20 +73,20 @@ def test_steps_replayed_from_a_graph_equal_eager_steps():
     X, Y = _data(6)
     eager, replayed = _model(), _model()
     graphs = _with_stand_in_graphs(replayed)
-    for _ in range(4):
+    for _ in range(3):
         np.testing.assert_allclose(replayed.step({"x": X, "y": Y}), eager.step({"x": X, "y": Y}), rtol=1e-12)
-    # captured after the first (eager) step; steps 2-4 were the graph
-    assert len(graphs) == 1 and graphs[0].replays == 3
+    # captured after the first (eager) step; steps 2-3 were the graph
+    assert len(graphs) == 1 and graphs[0].replays == 2
     for k, v in eager.get_params().items():
         np.testing.assert_allclose(replayed.get_params()[k], v, rtol=1e-12, atol=1e-15, err_msg=k)
 
 
 def test_the_device_loop_replays_one_step_graph_for_every_step():
-    X, Y = _data()
+    X, Y = _data(8)
     eager, replayed = _model(), _model()
     graphs = _with_stand_in_graphs(replayed)
-    expected = eager.fit(X, Y, epochs=3, batch_size=4, seed=5, verbose=False)
-    got = replayed.fit(X, Y, epochs=3, batch_size=4, seed=5, verbose=False)
+    expected = eager.fit(X, Y, epochs=2, batch_size=4, seed=5, verbose=False)
+    got = replayed.fit(X, Y, epochs=2, batch_size=4, seed=5, verbose=False)
     # bit for bit under the simulator; on a GPU the atomic sums may round differently
     np.testing.assert_allclose(got["loss"], expected["loss"], rtol=1e-12)
     for k, v in eager.get_params().items():
@@ -96,9 +96,9 @@ def test_the_device_loop_replays_one_step_graph_for_every_step():
     # one graph for the loop's step (gather, dropout draws, the step, the loss and the
     # counters): every step after the first in each call was a replay of it
     loop_graphs = [g for g in graphs if g.replays]
-    assert loop_graphs and sum(g.replays for g in loop_graphs) >= 9 - 3
-    # and the step counter ended where 9 steps leave it, as on the CPU
-    assert replayed.step_count == eager.step_count == 9
+    assert loop_graphs and sum(g.replays for g in loop_graphs) >= 4 - 2
+    # and the step counter ended where 4 steps leave it
+    assert replayed.step_count == eager.step_count == 4
 
 
 def test_a_failed_capture_leaves_eager_launches():
@@ -111,7 +111,7 @@ def test_a_failed_capture_leaves_eager_launches():
         launcher.capture_error = "RuntimeError: no capture here"
         return None
     launcher.capture = refuse
-    for _ in range(3):
+    for _ in range(2):
         np.testing.assert_allclose(model.step({"x": X, "y": Y}), eager.step({"x": X, "y": Y}), rtol=1e-12)
     assert launcher.capture_error and all(p.graph is None for p in model.backend._launches.values())
 
