@@ -85,6 +85,10 @@ class CudaModulePrinter(KernelPrinter):
     def __init__(self, dtype, sgemm=None):
         self.dtype = np.dtype(dtype).name
         self.sgemm = sgemm or SGEMM
+        tile, bk = self.sgemm.tile, self.sgemm.bk
+        if tile % 16 or (tile * bk) % 256 or tile * bk < 256:
+            raise ValueError(f"SGEMM configuration {self.sgemm}: the tile must be a multiple of 16 and "
+                             f"tile * bk a multiple of 256 (each of the 256 threads stages whole elements)")
         # libm names: numba.cuda maps math.* to the device library (floor/ceil there are ints)
         super().__init__(math_names={"floor": "math.floor", "ceiling": "math.ceil"})
 

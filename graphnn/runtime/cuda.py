@@ -200,18 +200,15 @@ class CUDABackend:
                 self.hyper[k] = feeds[h]
         if self.compiled.hyper_order:
             self.d_hyper.copy_to_device(self.hyper, stream=stream)
-        on_device = False
+        if stream != 0 and any(hasattr(feeds[n], "__cuda_array_interface__") for n in feed_bufs):
+            # a device feed may still be written by work on the default stream, which this
+            # model's own stream does not wait for: wait for it before copying from it
+            self.cuda.default_stream().synchronize()
         for node_name, (_, d_array) in feed_bufs.items():
             value = feeds[node_name]
-            if hasattr(value, "__cuda_array_interface__"):
-                on_device = True
-            else:
+            if not hasattr(value, "__cuda_array_interface__"):
                 value = np.ascontiguousarray(value, dtype=self.model.dtype)
             d_array.copy_to_device(value, stream=stream)
-        if on_device and stream != 0:
-            # a device feed may still be written by work on the default stream, which this
-            # model's own stream does not wait for: wait for it first
-            self.cuda.default_stream().synchronize()
         self.launcher.run(self._plan(name, batch, views))
         if name in ("step", "apply"):      # the programs that write parameters and state
             self.host_stale = True
@@ -267,8 +264,10 @@ class CUDABackend:
                 need = (steps, tuple(sorted((k, np.shape(v)[1:]) for k, v in drawn.items())),
                         tuple(sorted((k, id(v)) for k, v in resident.items())))
                 if lp is None or lp.steps < steps or lp.shape_key != need[1:]:
+                    # more steps than the buffers hold: double them; new data alone: same size
+                    capacity = steps if lp is None else max(steps, 2 * lp.steps) if steps > lp.steps else lp.steps
                     lp = self._loops[batch] = self._loop_plan(
-                        kernels, batch, max(steps, 2 * lp.steps if lp else steps), need[1:], views,
+                        kernels, batch, capacity, need[1:], views,
                         feed_bufs, arrays, loss, t_index, resident, drawn, data, step_plan)
                 for node_name, (_, d_feed) in feed_bufs.items():
                     if node_name not in resident and node_name not in drawn and node_name in data:
@@ -507,12 +506,15 @@ class Launcher:
         """The launches captured as a CUDA graph (they do not run), or None if capture failed."""
         s = self.cp_stream
         try:
-            s.begin_capture()
-            try:
-                for launch in launches:
-                    launch()
-            finally:
-                graph = s.end_capture()
+            # numba frees dropped device arrays in batches: a free inside the capture would
+            # invalidate it, so frees wait until the capture ends
+            with self.cuda.defer_cleanup():
+                s.begin_capture()
+                try:
+                    for launch in launches:
+                        launch()
+                finally:
+                    graph = s.end_capture()
         except Exception as exc:       # e.g. a driver without graph support: launch one by one
             self.capture_error = f"{type(exc).__name__}: {exc}"
             return None
