@@ -117,8 +117,8 @@ def control(x, out, N):
 assert float64_instructions(control, types.void(types.float32[::1], types.float32[::1], types.int64))
 
 g = gn.Graph("ptx")
-x, y = g.input("x", (None, 3)), g.input("y", (None, 2))
-h = gn.dense(x, 4, activation="gelu", name="h")
+x, y = g.input("x", (None, 6)), g.input("y", (None, 2))
+h = gn.dense(x, 24, activation="gelu", name="h")     # a product with its bias and GELU as epilogue
 h = gn.mish(gn.dense(h, 4, activation="sigmoid", name="h2"))
 loss = gn.softmax_cross_entropy(gn.dense(h, 2, name="out"), y) + gn.l2_penalty(g.parameters["h/W"], 1e-3)
 model = gn.compile(g, loss, target="reference", dtype="float32", optimizer=gn.Adam())
@@ -134,7 +134,7 @@ spec.loader.exec_module(module)
 def array(kprog, name, flat=()):
     return types.Array(types.float32, 1 if name in flat else max(len(kprog.buffers[name].shape), 1), "C")
 
-checked, bad, rows = 0, [], 0
+checked, bad, rows, epilogues = 0, [], 0, 0
 for kprog in kprogs:
     for n, k in enumerate(kprog.kernels):
         flat = set(k.flat or ()) if isinstance(k, Rows) else set()
@@ -143,6 +143,10 @@ for kprog in kprogs:
         if isinstance(k, Contract):
             args += [types.int64, types.int64]
         kernels = [(f"{kprog.name}_k{n}", args)]
+        if isinstance(k, Contract) and k.epilogue is not None:   # its device function is in the kernel
+            epilogues += 1
+            kernels.append((f"{kprog.name}_k{n}_epilogue",
+                            [array(kprog, b) for b in kernel_buffers(k.epilogue)] + [types.int64]))
         if isinstance(k, Rows):
             rows += 1
             if k.sums:     # the block partials, and the kernel adding them
@@ -156,6 +160,7 @@ for kprog in kprogs:
             if found:
                 bad.append(f"{name}: {found[:3]}")
 assert rows, "the step has no row pass to check"
+assert epilogues, "no product has an epilogue to check"
 print("checked", checked)
 assert not bad, "float64 in float32 device code:\n" + "\n".join(bad)
 print("PTX-OK")
@@ -245,3 +250,19 @@ def test_constants_of_any_rank_keep_their_shape_on_the_device():
     expected = gn.compile(g, loss, target="reference", dtype="float64").loss_and_gradients(feeds)
     np.testing.assert_allclose(got[0], expected[0], rtol=1e-12)
     np.testing.assert_allclose(got[1]["W"], expected[1]["W"], rtol=1e-12)
+
+
+def test_launches_bound_with_different_sizes_keep_their_own_configuration():
+    """A program binds its launches once and runs them many times; two launches of one kernel
+    with different grids (a fill of two buffers, the loop's gather of two feeds) must each
+    keep their own. numba's simulator configures the kernel object itself, so the module
+    configures it again at each launch there."""
+    from numba import cuda
+    net = lecture.regression_net()
+    module = gn.compile(net.graph, net.loss, target="cuda").backend.compiled.module
+    big, small = cuda.to_device(np.ones(1000)), cuda.to_device(np.ones(10))
+    fill_big = module._bind(module._fill, module._blocks(1000), module.THREADS, big, 0.0)
+    fill_small = module._bind(module._fill, module._blocks(10), module.THREADS, small, 0.0)
+    fill_big()
+    fill_small()
+    assert not big.copy_to_host().any() and not small.copy_to_host().any()

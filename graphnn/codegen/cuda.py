@@ -5,7 +5,10 @@
 * Matrix products: a register-tiled shared-memory SGEMM (by default a 128x128
   tile per block of 16x16 threads, 8x8 outputs per thread, slabs of 16 staged in
   shared memory, the next slab read while the current one is multiplied),
-  transposes folded into indexing.
+  transposes folded into indexing. A product's epilogue (``Contract.epilogue``: the
+  bias and activation, a weight's update) runs on each output element in registers;
+  where the product splits K over blocks or comes from cuBLAS, the epilogue's own
+  kernel runs after it.
 * Reductions: one thread per output element (a gather, no atomics), except a
   reduction over the batch into an output without a batch axis (bias
   gradients, the loss): each thread sums a chunk of rows and adds it with an
@@ -21,8 +24,10 @@ A host function per program launches the kernels in order; it is printed
 into the same module, so the whole GPU program can be read in one file.
 """
 from collections import namedtuple
+from dataclasses import replace
 
 import numpy as np
+import sympy as sp
 
 from ..lower.canonical import kernel_buffers
 from ..lower.ir import Contract, Fused, ReduceOrder, Rows
@@ -63,9 +68,9 @@ def _total(shape):
 
 # identifiers the CUDA module uses itself: module globals, launch helpers, SGEMM locals
 MODULE_NAMES = {"math", "numba", "np", "cuda", "_F", "_NT", "THREADS", "SGEMM_TILE", "SGEMM_BK", "USE_CUBLAS", "_GEMM", "_STREAM", "_blocks",
-                "_bind", "_bind_contract", "_bind_rows", "_fill", "N", "b", "min", "max", "abs", "range", "int", "float"}
+                "_bind", "_bind_contract", "_bind_rows", "_fill", "SPLIT_K", "_configure", "N", "b", "min", "max", "abs", "range", "int", "float"}
 SGEMM_LOCALS = {"sa", "sb", "tx", "ty", "tid", "row0", "col0", "M", "P", "K", "e", "r", "c", "k0", "kk", "kn",
-                "k_lo", "k_hi", "chunk", "split"}
+                "k_lo", "k_hi", "chunk", "split", "_v", "extra", "epilogue"}
 
 
 class CudaModulePrinter(KernelPrinter):
@@ -291,6 +296,15 @@ class CudaModulePrinter(KernelPrinter):
             lines += [f"        sa[_ca{q}, _ra{q}] = {va}" for q, (_, _, va, _, _, _) in enumerate(reads)]
             lines += [f"        sb[_rb{q}, _cb{q}] = {vb}" for q, (_, _, _, _, _, vb) in enumerate(reads)]
             lines += ["        " + m for m in mul]
+        # the epilogue (bias, activation, ...) as a device function of (row, column, value)
+        finish = f"{k.out}[r, c] = {{}}"
+        extra, launch_extra, pre = [], "", []
+        if k.epilogue is not None:
+            extra = [a for a in kernel_buffers(k.epilogue) if a not in (k.a, k.b, k.out)]
+            ep_lines, ep_launch = self.fused(k.epilogue, f"{name}_epilogue", kernel_buffers(k.epilogue))
+            pre = ep_lines + self.epilogue_at(k, f"{name}_at", extra)
+            finish = f"{name}_at(r, c, {{}}, {', '.join(extra)})"
+            launch_extra = f", extra=({''.join(a + ', ' for a in extra)}), epilogue={ep_launch[0]}"
         for i in range(sub):
             lines += [f"    r = row0 + ty + {16 * i}", "    if r < M:"]
             for j in range(sub):
@@ -298,8 +312,21 @@ class CudaModulePrinter(KernelPrinter):
                           "            if split > 1:",
                           f"                cuda.atomic.add({k.out}, (r, c), acc{i}{j} * {scale})",
                           "            else:",
-                          f"                {k.out}[r, c] = acc{i}{j} * {scale}"]
-        return lines, [f"_bind_contract({name}, {k.a}, {k.b}, {k.out}, {k.trans_a}, {k.trans_b}, {scale}, N)"]
+                          "                " + finish.format(f"acc{i}{j} * {scale}")]
+        return pre + lines, [f"_bind_contract({name}, {k.a}, {k.b}, {k.out}, {k.trans_a}, {k.trans_b}, {scale}, N"
+                             f"{launch_extra})"]
+
+    def epilogue_at(self, k, name, extra):
+        """The product's epilogue for one element: ``name(r, c, value, *extra)`` runs the loop
+        body of ``k.epilogue`` at row r, column c, with the product's value in place of its load."""
+        e = k.epilogue
+        value = sp.Symbol("_v", real=True)
+        here = {acc: value for _, x in e.assigns for acc in x.atoms(sp.Indexed) if str(acc.base.label) == k.out}
+        body = self.fused_body(replace(e, assigns=[(s, x.xreplace(here)) for s, x in e.assigns]))
+        r, c = e.indices
+        lines = ["", "", f"# the epilogue of {name[:-len('_at')]} on one element in registers",
+                 "@cuda.jit(device=True)", f"def {name}({', '.join([str(r), str(c), '_v', *extra])}):"]
+        return lines + ["    " + line for line in body]
 
     def program(self, kprog, slots):
         shapes = {b.name: b.shape for b in kprog.buffers.values()}
@@ -324,40 +351,64 @@ FILL = '''
 # Matrix products run the tiled kernel above, or cuBLAS when the backend binds its
 # launches with a cuBLAS handle (_GEMM: graphnn/runtime/cublas.py; matmul="cublas").
 _GEMM = None
+# a product with few output tiles splits its sum over blocks, SPLIT_K terms or more each
+SPLIT_K = 1024
+
+
+def _configure(kernel, *config):
+    """``kernel[config]``, a launch that keeps its configuration. (numba's CUDA simulator
+    configures the kernel object itself and returns it: a launch bound earlier would run
+    with the configuration bound last, so there it is configured again at each launch.)"""
+    launch = kernel[config]
+    if launch is kernel:
+        return lambda *args: kernel[config](*args)
+    return launch
 
 
 def _bind(kernel, blocks, threads, *args):
     """A launch with its configuration, stream and arguments fixed."""
-    launch = kernel[blocks, threads, _STREAM]
+    launch = _configure(kernel, blocks, threads, _STREAM)
     return lambda: launch(*args)
 
 
-def _bind_contract(kernel, a, b, out, trans_a, trans_b, scale, N):
+def _bind_contract(kernel, a, b, out, trans_a, trans_b, scale, N, extra=(), epilogue=None):
+    """A matrix product's launch. With an epilogue, the tiled kernel applies it to each
+    element it makes (``extra``: the epilogue's buffers); a product summed over blocks
+    (split K) or made by cuBLAS stores ``out``, and the epilogue's own kernel runs after."""
     if _GEMM is not None:
-        return _GEMM(a, b, out, trans_a, trans_b, scale)
+        gemm = _GEMM(a, b, out, trans_a, trans_b, scale)
+        if epilogue is None:
+            return gemm
+
+        def then():
+            gemm()
+            epilogue()
+        return then
     tiles = ((out.shape[1] + SGEMM_TILE - 1) // SGEMM_TILE, (out.shape[0] + SGEMM_TILE - 1) // SGEMM_TILE)
     K = a.shape[0] if trans_a else a.shape[1]
     # few output tiles and a long K (weight gradients summed over the batch): split K
     # over blocks so the GPU fills up; each block adds its partial sums atomically
-    split = max(1, min(K // 1024, 256 // (tiles[0] * tiles[1]))) if tiles[0] * tiles[1] < 64 else 1
+    split = max(1, min(K // SPLIT_K, 256 // (tiles[0] * tiles[1]))) if tiles[0] * tiles[1] < 64 else 1
     chunk = (K + split - 1) // split
     chunk = (chunk + SGEMM_BK - 1) // SGEMM_BK * SGEMM_BK
     split = (K + chunk - 1) // chunk if K else 1
-    launch = kernel[(tiles[0], tiles[1], split), (16, 16), _STREAM]
+    launch = _configure(kernel, (tiles[0], tiles[1], split), (16, 16), _STREAM)
     if split == 1:
-        return lambda: launch(a, b, out, N, chunk, split)
-    fill = _fill[_blocks(out.size), THREADS, _STREAM]
+        return lambda: launch(a, b, out, *extra, N, chunk, split)
+    fill = _configure(_fill, _blocks(out.size), THREADS, _STREAM)
     flat = out.reshape(out.size)
 
     def run():
         fill(flat, _F(0.0))
-        launch(a, b, out, N, chunk, split)
+        launch(a, b, out, *extra, N, chunk, split)
+        if epilogue is not None:
+            epilogue()
     return run
 
 def _bind_rows(kernel, finish, part, *args, outs):
     """The launches of a row pass: the rows (with the partial sums), then the sums in order."""
-    rows = kernel[part.shape[0], THREADS, _STREAM]
-    sums = finish[1, max(32, part.shape[1]), _STREAM]
+    rows = _configure(kernel, part.shape[0], THREADS, _STREAM)
+    sums = _configure(finish, 1, max(32, part.shape[1]), _STREAM)
     n = args[-1]
 
     def run():

@@ -10,7 +10,7 @@ import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
 
 from ..ops.primitives import PRIMITIVES, Primitive
-from ..lower.ir import BATCH
+from ..lower.ir import BATCH, IR_HELPERS
 
 MATH_NAMES = {
     "exp": "math.exp", "log": "math.log", "tanh": "math.tanh", "sinh": "math.sinh",
@@ -118,7 +118,7 @@ class ScalarPrinter(PythonCodePrinter):
         return out
 
     def _print_Function(self, expr):
-        if isinstance(expr, Primitive):
+        if isinstance(expr, Primitive) or isinstance(expr, IR_HELPERS):
             args = ", ".join(self._print(a) for a in expr.args)
             return f"{expr.helper_name}({args})"
         return super()._print_Function(expr)
@@ -152,7 +152,7 @@ def helpers_source(names=None, math_names=None):
     ``math_names`` maps math functions to a target's own forms ({"exp": "fast_exp"}),
     applied to the helpers' bodies as to every printed expression."""
     out = []
-    for p in PRIMITIVES:
+    for p in (*PRIMITIVES, *IR_HELPERS):
         if names is None or p.helper_name in names:
             source = p.scalar_source.replace("F(", "_F(")
             for fn, replacement in (math_names or {}).items():

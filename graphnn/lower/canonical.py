@@ -33,7 +33,7 @@ def _indexed_names(expr):
 def kernel_buffers(k):
     """Buffer names a kernel reads or writes, in order of first use."""
     if isinstance(k, Contract):
-        return list(dict.fromkeys([k.a, k.b, k.out]))
+        return list(dict.fromkeys([k.a, k.b, k.out] + (kernel_buffers(k.epilogue) if k.epilogue else [])))
     names = []
     if isinstance(k, Rows):
         for _, e in k.assigns:

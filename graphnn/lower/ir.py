@@ -8,7 +8,8 @@ A :class:`KernelProgram` is a list of buffers and a list of kernels:
   values to buffers. Every iteration is independent: any axis may run in
   parallel.
 * :class:`Contract` -- ``out = scale * op(a) @ op(b)`` (a matrix product;
-  targets print BLAS or a tiled kernel).
+  targets print BLAS or a tiled kernel), optionally followed by a pointwise
+  epilogue over its elements (the bias and the activation).
 * :class:`Reduce` -- ``out[o] = sum/max over r of terms`` in index notation
   (gathers: each output element is computed by one iteration, so the output
   axes may run in parallel, never the reduction axes).
@@ -27,6 +28,25 @@ from enum import Enum
 import sympy as sp
 
 BATCH = sp.Symbol("N", integer=True, positive=True)
+
+
+class NanMax(sp.Function):
+    """The larger of two values, NaN when either is (as every maximum reduction keeps NaN):
+    what a target pass writes for a maximum it unrolls (a softmax's row maximum in a row
+    pass). Printed as the scalar helper ``nan_max``."""
+
+    nargs = 2
+    is_real = True
+    helper_name = "nan_max"
+    scalar_source = (
+        "def nan_max(a, b):\n"
+        "    # b replaces a when larger, or when NaN; a NaN a stays (no comparison with it holds)\n"
+        "    return b if b > a or b != b else a\n"
+    )
+
+
+# scalar helpers the IR itself may use, printed by every target like the stable primitives
+IR_HELPERS = (NanMax,)
 
 
 @dataclass
@@ -62,6 +82,9 @@ class Contract:
     scale: object = 1       # SymPy number (may involve BATCH)
     accumulate: bool = False
     comment: str = ""
+    epilogue: object = None  # set by fuse_epilogues (CUDA): a Fused loop over ``out``'s elements
+                             # that reads the product only at its own element; a target runs
+                             # it on the product in registers (``out`` is then scratch)
 
 
 @dataclass

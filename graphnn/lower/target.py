@@ -11,6 +11,10 @@ for the same kernel, a pass here rewrites the kernel's fields and says why:
 * :func:`split_batch_reductions` (CUDA) -- the same sums split their rows over
   threads, each adding its partial sum atomically: one thread per output
   element would leave the GPU idle.
+* :func:`fuse_epilogues` (CUDA) -- the pointwise loop after a matrix product
+  (bias and activation, an optimizer's update of a weight from its gradient)
+  becomes the product's epilogue: the tiled kernel applies it to each output
+  element in registers, and the product is never stored.
 * :func:`fuse_rows` (CPU and CUDA) -- in a small net, consecutive fused loops over
   batch rows and sums over the rows become one pass over the batch
   (:class:`~.ir.Rows`): each row's values stay in registers, the weight
@@ -25,7 +29,7 @@ import math
 
 import sympy as sp
 
-from .ir import Contract, Fused, Reduce, ReduceOrder, Rows
+from .ir import Contract, Fused, NanMax, Reduce, ReduceOrder, Rows
 
 # A fused loop joins a row pass when one row has at most this many elements, a batch sum
 # when its output has at most this many; a pass holds at most ROW_STATEMENTS statements.
@@ -40,7 +44,7 @@ ROW = sp.Symbol("i0", integer=True)
 
 class RowBounds:
     """How much a target's row pass may hold: rows of ``width`` elements, sums over the rows
-    into ``sum_out`` elements, ``statements`` in all; with ``row_sums``, also sums within a row
+    into ``sum_out`` elements, ``statements`` in all; with ``row_sums``, also sums and maxima within a row
     over at most ``width`` elements (a softmax's normaliser, a per-row loss)."""
 
     def __init__(self, width=ROW_WIDTH, sum_out=ROW_SUM_OUT, statements=ROW_STATEMENTS, row_sums=False):
@@ -112,6 +116,52 @@ def split_batch_reductions(kprog):
                 and None not in k.out_shape
                 and any(e is None for _, e in k.terms[0].reduce)):
             k.order = ReduceOrder.SPLIT_ATOMIC
+
+
+# An epilogue is written out once per output element a thread of the tiled product holds
+# (64 with 8x8), so it is kept short.
+EPILOGUE_STATEMENTS = 16
+
+
+def fuse_epilogues(kprog):
+    """Give each matrix product the pointwise loop that is the only reader of its output
+    (``Contract.epilogue``), when that loop reads the product at its own element only and may
+    move up to the product (no kernel between them touches what it reads or writes).
+
+    The loop stays a kernel of its own in what a target prints: a product that cannot apply it
+    in registers (a split-K sum, a BLAS call) stores ``out`` and launches it after."""
+    kept = set(kprog.outputs.values()) | set(kprog.updates.values()) | set(kprog.updates)
+    kernels = list(kprog.kernels)
+    io = [_kernel_io(k) for k in kernels]
+    moved = set()
+    for n, k in enumerate(kernels):
+        if not isinstance(k, Contract) or k.accumulate or k.epilogue is not None or k.out in kept:
+            continue
+        readers = [j for j in range(len(kernels)) if j != n and k.out in io[j][0] | io[j][1]]
+        if len(readers) != 1 or readers[0] < n or readers[0] in moved:
+            continue
+        j = readers[0]
+        e, (e_reads, e_writes) = kernels[j], io[j]
+        if not _epilogue_of(k, e, e_writes) or tuple(kprog.buffers[k.out].shape) != tuple(e.shape):
+            continue
+        if any(io[m][1] & (e_reads | e_writes) or io[m][0] & e_writes for m in range(n + 1, j)):
+            continue
+        k.epilogue = e
+        io[n] = (io[n][0] | e_reads - {k.out}, io[n][1] | e_writes)
+        moved.add(j)
+    kprog.kernels = [k for j, k in enumerate(kernels) if j not in moved]
+
+
+def _epilogue_of(k, e, e_writes):
+    """True when the fused loop ``e`` can run on each element of product ``k`` as it is made."""
+    if not isinstance(e, Fused) or e.flat is not None or len(e.indices) != 2:
+        return False
+    if len(e.assigns) > EPILOGUE_STATEMENTS or e_writes & {k.a, k.b, k.out}:
+        return False
+    # the loop runs over the product's elements, each reading its own (a bias broadcast
+    # along a row and a parameter of the product's shape may be read at any index)
+    accesses = [acc for _, e_ in e.assigns for acc in e_.atoms(sp.Indexed) if str(acc.base.label) == k.out]
+    return bool(accesses) and all(tuple(acc.indices) == tuple(e.indices) for acc in accesses)
 
 
 class _Part:
@@ -197,15 +247,18 @@ def _reduce_part(k, sum_out=ROW_SUM_OUT):
 
 
 def _row_sum_part(k, n, shapes, width):
-    """A sum within each row (``out[n, ...] = sum_i f(x[n, i])``, batch axis kept) written out
+    """A sum or a maximum within each row (``out[n, ...] = sum_i f(x[n, i])``, batch axis kept) written out
     for row ``ROW``: one assignment per output element, stored like a fused loop's value."""
     if not k.out_shape or k.out_shape[0] is not None or None in k.out_shape[1:]:
         return None
     if math.prod(k.out_shape[1:]) > width or tuple(shapes[k.out]) != tuple(k.out_shape):
         return None
     row = k.out_indices[0]
+    if any(t.combiner == "max" for t in k.terms) and (len(k.terms) != 1 or not k.terms[0].reduce):
+        return None
     for term in k.terms:
-        if (term.combiner != "sum" or term.guard is not sp.true or any(e is None for _, e in term.reduce)
+        if (term.combiner not in ("sum", "max") or term.guard is not sp.true
+                or any(e is None for _, e in term.reduce)
                 or math.prod(e for _, e in term.reduce) > width or not _row_only([term.expr], row)):
             return None
     assigns, stores, reads = [], [], set()
@@ -213,8 +266,15 @@ def _row_sum_part(k, n, shapes, width):
         subs = {row: ROW, **{i: sp.Integer(c) for i, c in zip(k.out_indices[1:], combo)}}
         value = sp.Integer(0)
         for term in k.terms:
-            for inner in itertools.product(*(range(e) for _, e in term.reduce)):
-                value += term.expr.xreplace({**subs, **{r: sp.Integer(v) for (r, _), v in zip(term.reduce, inner)}})
+            values = [term.expr.xreplace({**subs, **{r: sp.Integer(v) for (r, _), v in zip(term.reduce, inner)}})
+                      for inner in itertools.product(*(range(e) for _, e in term.reduce))]
+            if term.combiner == "max":
+                # in index order, NaN kept: the reduction kernel's own loop, written out
+                value = values[0]
+                for v in values[1:]:
+                    value = NanMax(value, v)
+            else:
+                value += sp.Add(*values)
         reads |= _loads(value)
         sym = sp.Symbol("_".join(map(str, ("_rs", n, *combo))), real=True)
         assigns.append((sym, value))
@@ -234,10 +294,15 @@ def _kernel_io(k):
     return set().union(*(_loads(t.expr) for t in k.terms)), {k.out}
 
 
-def _group(parts_of, kernels, statements=ROW_STATEMENTS):
-    """Kernels with one row pass made of the first runs of parts that may move together."""
+def _group(parts_of, kernels, statements=ROW_STATEMENTS, batch=frozenset()):
+    """Kernels with one row pass made of the first runs of parts that may move together.
+
+    ``batch``: the buffers with a batch axis."""
     # a pass starts at a row loop and takes the kernels that read its row values: a chain
-    # of small layers and the sums over its rows, the same pass in every graph that has it
+    # of small layers and the sums over its rows, the same pass in every graph that has it.
+    # A row loop that reads no batch buffer at all (the backward pass's first delta, the
+    # loss's seed spread over the rows) joins too: the loss's forward and backward are then
+    # one pass, its row values never stored
     start = next((j for j, k in enumerate(kernels) if isinstance(k, Fused) and parts_of(k) is not None),
                  None)
     if start is None:
@@ -251,7 +316,7 @@ def _group(parts_of, kernels, statements=ROW_STATEMENTS):
     for k in kernels[start + 1:]:
         reads, writes = _kernel_io(k)
         # only a kernel that reads this pass's rows is written out for it (that costs time)
-        part = parts_of(k) if reads & g_rows else None
+        part = parts_of(k) if reads & g_rows or not reads & batch else None
         joins = (part is not None and size + part.size <= statements and _at_row(part, g_rows)
                  and not reads & (d_writes | g_sums) and not writes & (d_reads | d_writes | g_reads | g_writes))
         if joins:
@@ -278,6 +343,7 @@ def _at_row(part, buffers):
 def fuse_rows(kprog, bounds=CPU_ROWS):
     """One pass over the batch rows for runs of small row loops and batch sums (:class:`~.ir.Rows`)."""
     shapes = {b.name: b.shape for b in kprog.buffers.values()}
+    batch = {name for name, shape in shapes.items() if shape and shape[0] is None}
     made = {}
 
     def parts_of(k):
@@ -294,7 +360,7 @@ def fuse_rows(kprog, bounds=CPU_ROWS):
 
     out, rest, passes = [], list(kprog.kernels), []
     while rest:
-        before, found = _group(parts_of, rest, bounds.statements)
+        before, found = _group(parts_of, rest, bounds.statements, batch)
         out += before
         if found is None:
             break
@@ -370,7 +436,7 @@ def fuse_rows_cuda(kprog):
     fuse_rows(kprog, CUDA_ROWS)
 
 
-CUDA_PASSES = [fuse_rows_cuda, split_batch_reductions]
+CUDA_PASSES = [fuse_rows_cuda, fuse_epilogues, split_batch_reductions]
 
 
 def run_passes(kprog, passes):

@@ -311,24 +311,25 @@ class CUDABackend:
         lp.counter = cuda.device_array(1, dtype=np.int64, stream=stream)
         lp.drawn = {}
         launches = []
-        blocks, threads = self.compiled.module._blocks, self.compiled.module.THREADS
+        module = self.compiled.module
+        blocks, threads, configure = module._blocks, module.THREADS, module._configure
         for node_name, (_, d_feed) in feed_bufs.items():
             if node_name in resident:
                 dst = d_feed.reshape(batch, -1)
-                launch = kernels.gather[blocks(dst.size), threads, stream]
+                launch = configure(kernels.gather, blocks(dst.size), threads, stream)
                 launches.append(_bound(launch, resident[node_name], lp.order, lp.counter, dst))
             elif node_name in drawn:
                 dst = d_feed.reshape(-1) if d_feed.ndim else d_feed.reshape(1)
                 src = lp.drawn[node_name] = cuda.device_array((capacity, dst.size), dtype=self.model.dtype,
                                                               stream=stream)
-                launch = kernels.copy_row[blocks(dst.size), threads, stream]
+                launch = configure(kernels.copy_row, blocks(dst.size), threads, stream)
                 launches.append(_bound(launch, src, lp.counter, dst))
             elif node_name not in data:
                 raise TargetError(f"the training loop of graph {self.model.graph.name!r} has no "
                                   f"value for input {node_name!r}")
         launches += step_plan.launches
         array, offset, _, _ = loss
-        record = kernels.record[1, 1, stream]
+        record = configure(kernels.record, 1, 1, stream)
         launches.append(_bound(record, arrays[array], offset[0] + offset[1] * batch, lp.losses, lp.counter,
                                self.d_hyper, -1 if t_index is None else t_index))
         lp.plan = Plan(launches)
