@@ -67,7 +67,7 @@ def _total(shape):
 
 
 # identifiers the CUDA module uses itself: module globals, launch helpers, SGEMM locals
-MODULE_NAMES = {"math", "numba", "np", "cuda", "_F", "_NT", "THREADS", "SGEMM_TILE", "SGEMM_BK", "USE_CUBLAS", "_GEMM", "_STREAM", "_blocks",
+MODULE_NAMES = {"math", "numba", "np", "cuda", "_F", "_NT", "THREADS", "SGEMM_TILE", "SGEMM_BK", "_GEMM", "_STREAM", "_blocks",
                 "_bind", "_bind_contract", "_bind_rows", "_fill", "SPLIT_K", "_configure", "N", "b", "min", "max", "abs", "range", "int", "float"}
 SGEMM_LOCALS = {"sa", "sb", "tx", "ty", "tid", "row0", "col0", "M", "P", "K", "e", "r", "c", "k0", "kk", "kn",
                 "k_lo", "k_hi", "chunk", "split", "_v", "extra", "epilogue"}

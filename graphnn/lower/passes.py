@@ -37,7 +37,7 @@ RESERVED = {"np", "math", "N", "prange", "njit", "cuda", "params", "state", "wor
             "sigmoid", "softplus", "expm1", "clamped_log", "clamped_reciprocal", "stop_gradient",
             "fast_tanh", "fast_erf", "fast_exp", "_from_bits", "_types", "_intrinsic", "sa", "sb", "tx", "ty", "tid", "row0", "col0",
             "M", "P", "K", "e", "r", "c", "k0", "kk", "k_lo", "k_hi", "chunk", "split", "THREADS",
-            "USE_CUBLAS"}
+            "SPLIT_K", "SGEMM_TILE", "SGEMM_BK", "nan_max", "kn", "extra", "epilogue"}
 # loop indices, temporaries and accumulators: i0, r1, c2, _l3, _acc0, a0, b1, acc01 ...
 GENERATED = re.compile(r"^(v_.*|(i|r|c|a|b|k|v|acc|_\w*)\d*)$")
 
