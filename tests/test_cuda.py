@@ -143,10 +143,15 @@ for kprog in kprogs:
         if isinstance(k, Contract):
             args += [types.int64, types.int64]
         kernels = [(f"{kprog.name}_k{n}", args)]
-        if isinstance(k, Contract) and k.epilogue is not None:   # its device function is in the kernel
-            epilogues += 1
-            kernels.append((f"{kprog.name}_k{n}_epilogue",
-                            [array(kprog, b) for b in kernel_buffers(k.epilogue)] + [types.int64]))
+        if isinstance(k, Contract):
+            # the tiled product is one template (its compile takes ~10 s): one of them, the
+            # first with an epilogue (a device function inside it), plus every epilogue's kernel
+            if k.epilogue is None or epilogues:
+                kernels = []
+            if k.epilogue is not None:
+                epilogues += 1
+                kernels.append((f"{kprog.name}_k{n}_epilogue",
+                                [array(kprog, b) for b in kernel_buffers(k.epilogue)] + [types.int64]))
         if isinstance(k, Rows):
             rows += 1
             if k.sums:     # the block partials, and the kernel adding them
@@ -266,3 +271,43 @@ def test_launches_bound_with_different_sizes_keep_their_own_configuration():
     fill_big()
     fill_small()
     assert not big.copy_to_host().any() and not small.copy_to_host().any()
+
+
+class _OtherLibraryArray:
+    """A device array of another library (CuPy, PyTorch): the CUDA array interface, a shape
+    and a dtype, and neither numba's ``__cuda_memory__`` nor ``copy_to_host`` -- numba would
+    take it for host memory, and CuPy refuses to become a NumPy array."""
+
+    def __init__(self, values):
+        self.values = np.ascontiguousarray(values)
+        self.shape, self.dtype, self.size = self.values.shape, self.values.dtype, self.values.size
+        self.ndim = self.values.ndim
+        self.__cuda_array_interface__ = {"shape": self.shape, "typestr": self.dtype.str, "version": 3,
+                                         "data": (self.values.ctypes.data, False), "strides": None}
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("Implicit conversion to a NumPy array is not allowed")
+
+
+def test_another_librarys_device_arrays_are_feeds_and_parameters(monkeypatch):
+    """Feeds and parameter values may be CuPy (or PyTorch) device arrays: the CUDA backend
+    copies them device to device through a numba view (``cuda.as_cuda_array``), which the
+    simulator lacks, so a stand-in makes the view here."""
+    from numba import cuda
+    viewed = []
+
+    def as_cuda_array(obj, sync=True):
+        viewed.append(obj)
+        return cuda.to_device(obj.values)
+    monkeypatch.setattr(cuda, "as_cuda_array", as_cuda_array, raising=False)
+    net = lecture.regression_net()
+    x, y = lecture.noisy_sine(6)
+    models = [gn.compile(net.graph, net.loss, target="cuda", dtype="float64", optimizer=gn.SGD(lr=0.1))
+              for _ in range(2)]
+    on_host = models[0].step({"x": x, "y": y})
+    on_device = models[1].step({"x": _OtherLibraryArray(x), "y": _OtherLibraryArray(y)})
+    assert on_device == pytest.approx(on_host, rel=1e-15) and len(viewed) == 2
+    w = next(iter(models[1].params))
+    new = np.full(models[1].params[w].shape, 0.25)
+    models[1].params[w] = _OtherLibraryArray(new)
+    np.testing.assert_array_equal(models[1].get_params()[w], new)

@@ -144,8 +144,11 @@ def test_cublas_products_launch_their_epilogues_after(monkeypatch):
     models = _models(lambda: gn.SGD(0.1), "float64")
     products = []
 
+    from numba import cuda
+
     def gemm(a, b, out, trans_a, trans_b, scale):
         def run():
+            cuda.synchronize()      # (on a GPU: the model's own stream wrote a and b)
             A, B = a.copy_to_host(), b.copy_to_host()
             out.copy_to_device(np.ascontiguousarray(float(scale) * ((A.T if trans_a else A) @ (B.T if trans_b else B))))
             products.append(out.shape)

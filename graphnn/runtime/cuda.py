@@ -15,6 +15,7 @@ from ..codegen.layout import program_meta
 from ..errors import ArgumentError, TargetError
 from ..lower import lower
 from . import cache as disk
+from .model import device_to_host
 from ..lower.program import hyper_name, program_signature
 
 MAX_PLANS = 8              # (program, batch size) device buffer sets kept
@@ -208,6 +209,10 @@ class CUDABackend:
             value = feeds[node_name]
             if not hasattr(value, "__cuda_array_interface__"):
                 value = np.ascontiguousarray(value, dtype=self.model.dtype)
+            elif not getattr(value, "__cuda_memory__", False):
+                # another library's device array (CuPy, PyTorch): numba copies device to device
+                # only from its own arrays, and would take this one for host memory
+                value = self.cuda.as_cuda_array(value)
             d_array.copy_to_device(value, stream=stream)
         self.launcher.run(self._plan(name, batch, views))
         if name in ("step", "apply"):      # the programs that write parameters and state
@@ -219,7 +224,7 @@ class CUDABackend:
                 continue
             if array == "feed":           # an input returned as fed
                 value = feeds[offset]
-                out[oname] = (value.copy_to_host() if hasattr(value, "copy_to_host")
+                out[oname] = (device_to_host(value) if hasattr(value, "__cuda_array_interface__")
                               else np.array(value, dtype=self.model.dtype))
                 continue
             start = offset[0] + offset[1] * batch

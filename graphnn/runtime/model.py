@@ -592,7 +592,7 @@ class _Buffers(dict):
         stored = dict.__getitem__(self, name)
         array = feed_array(name, value, what=self.kind)
         if hasattr(array, "__cuda_array_interface__"):
-            array = array.copy_to_host()
+            array = device_to_host(array)
         if array.shape != stored.shape:
             raise FeedError(f"{self.kind} {name!r}: the value has shape {array.shape}, "
                             f"expected {stored.shape}")
@@ -703,6 +703,15 @@ def _positive_int(name, value, zero=False):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < (0 if zero else 1):
         raise FeedError(f"{name} must be a{' non-negative' if zero else ' positive'} integer; got {value!r}")
     return int(value)
+
+
+def device_to_host(array):
+    """A device array's values as a NumPy array: numba's own, or another library's (CuPy,
+    PyTorch) through a numba view of its memory (numba reads no other library's arrays)."""
+    if not hasattr(array, "copy_to_host"):
+        from numba import cuda
+        array = cuda.as_cuda_array(array)
+    return array.copy_to_host()
 
 
 def _contiguous(value, dtype):
