@@ -10,6 +10,7 @@ reference:
 """
 import numpy as np
 import pytest
+import sympy as sp
 
 import graphnn as gn
 
@@ -22,6 +23,16 @@ def _graph(hidden=24, classes=3, features=20, activation="relu"):
     logits = g.output("logits", gn.Sequential([gn.Dense(hidden, activation=activation),
                                                gn.Dense(classes)])(x))
     return g, gn.softmax_cross_entropy(logits, y)
+
+
+def _residual_mse(width=32):
+    """An epilogue that reads the product's own operand and the batch size: the output
+    layer ``Dense(width)(x) + x`` under a mean squared error (whose gradient has 1/N) is one
+    loop after the product -- bias, the residual and the loss's delta."""
+    g = gn.Graph("residual", seed=0)
+    x, y = g.input("x", (None, width)), g.input("y", (None, width))
+    logits = g.output("logits", gn.Dense(width)(x) + x)
+    return g, gn.mse(logits, y)
 
 
 def _feeds(rows=40, features=20, classes=3, seed=1):
@@ -186,3 +197,17 @@ def test_the_one_pass_softmax_ce_matches_and_keeps_nan():
     feeds["x"][3, 2] = np.nan
     values = {t: m.loss_and_gradients(feeds)[0] for t, m in models.items()}
     assert all(np.isnan(v) for v in values.values()), values
+
+
+def test_an_epilogue_reading_the_products_operand_and_the_batch_size():
+    from graphnn.lower import Contract
+    g, loss = _residual_mse()
+    models = {t: gn.compile(g, loss, optimizer=gn.SGD(0.1), target=t, dtype="float64", wait=True)
+              for t in ("cuda", "cpu", "reference")}
+    product = next(k for k in _cuda_kernels(models["reference"]) if isinstance(k, Contract) and k.a == "x")
+    reads = {str(acc.base.label) for _, e in product.epilogue.assigns for acc in e.atoms(sp.Indexed)}
+    assert "x" in reads and any(sp.Symbol("N", integer=True, positive=True) in e.free_symbols
+                                for _, e in product.epilogue.assigns)
+    rng = np.random.default_rng(4)
+    feeds = {"x": rng.normal(size=(40, 32)), "y": rng.normal(size=(40, 32))}
+    _compare(models, feeds, "float64")

@@ -300,10 +300,14 @@ class CudaModulePrinter(KernelPrinter):
         finish = f"{k.out}[r, c] = {{}}"
         extra, launch_extra, pre = [], "", []
         if k.epilogue is not None:
+            # the kernel's arguments beyond the product's; the device function takes every
+            # buffer the loop reads or writes (the product's operands too: a residual adds
+            # the input) and the batch size (a mean's 1/N)
             extra = [a for a in kernel_buffers(k.epilogue) if a not in (k.a, k.b, k.out)]
+            params = [a for a in kernel_buffers(k.epilogue) if a != k.out] + ["N"]
             ep_lines, ep_launch = self.fused(k.epilogue, f"{name}_epilogue", kernel_buffers(k.epilogue))
-            pre = ep_lines + self.epilogue_at(k, f"{name}_at", extra)
-            finish = f"{name}_at(r, c, {{}}, {', '.join(extra)})"
+            pre = ep_lines + self.epilogue_at(k, f"{name}_at", params)
+            finish = f"{name}_at(r, c, {{}}, {', '.join(params)})"
             launch_extra = f", extra=({''.join(a + ', ' for a in extra)}), epilogue={ep_launch[0]}"
         for i in range(sub):
             lines += [f"    r = row0 + ty + {16 * i}", "    if r < M:"]
@@ -316,8 +320,8 @@ class CudaModulePrinter(KernelPrinter):
         return pre + lines, [f"_bind_contract({name}, {k.a}, {k.b}, {k.out}, {k.trans_a}, {k.trans_b}, {scale}, N"
                              f"{launch_extra})"]
 
-    def epilogue_at(self, k, name, extra):
-        """The product's epilogue for one element: ``name(r, c, value, *extra)`` runs the loop
+    def epilogue_at(self, k, name, params):
+        """The product's epilogue for one element: ``name(r, c, value, *params)`` runs the loop
         body of ``k.epilogue`` at row r, column c, with the product's value in place of its load."""
         e = k.epilogue
         value = sp.Symbol("_v", real=True)
@@ -325,7 +329,7 @@ class CudaModulePrinter(KernelPrinter):
         body = self.fused_body(replace(e, assigns=[(s, x.xreplace(here)) for s, x in e.assigns]))
         r, c = e.indices
         lines = ["", "", f"# the epilogue of {name[:-len('_at')]} on one element in registers",
-                 "@cuda.jit(device=True)", f"def {name}({', '.join([str(r), str(c), '_v', *extra])}):"]
+                 "@cuda.jit(device=True)", f"def {name}({', '.join([str(r), str(c), '_v', *params])}):"]
         return lines + ["    " + line for line in body]
 
     def program(self, kprog, slots):

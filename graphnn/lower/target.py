@@ -147,7 +147,6 @@ def fuse_epilogues(kprog):
         if any(io[m][1] & (e_reads | e_writes) or io[m][0] & e_writes for m in range(n + 1, j)):
             continue
         k.epilogue = e
-        io[n] = (io[n][0] | e_reads - {k.out}, io[n][1] | e_writes)
         moved.add(j)
     kprog.kernels = [k for j, k in enumerate(kernels) if j not in moved]
 
@@ -269,6 +268,8 @@ def _row_sum_part(k, n, shapes, width):
             values = [term.expr.xreplace({**subs, **{r: sp.Integer(v) for (r, _), v in zip(term.reduce, inner)}})
                       for inner in itertools.product(*(range(e) for _, e in term.reduce))]
             if term.combiner == "max":
+                if not values:          # an empty axis: the reduction kernel's -inf
+                    return None
                 # in index order, NaN kept: the reduction kernel's own loop, written out
                 value = values[0]
                 for v in values[1:]:
@@ -285,6 +286,9 @@ def _row_sum_part(k, n, shapes, width):
 def _kernel_io(k):
     """(buffers read, buffers written) of any kernel."""
     if isinstance(k, Contract):
+        if k.epilogue is not None:
+            reads, writes = _kernel_io(k.epilogue)
+            return {k.a, k.b} | (reads - {k.out}), {k.out} | writes
         return {k.a, k.b}, {k.out}
     if isinstance(k, Fused):
         return set().union(*(_loads(e) for _, e in k.assigns)), {b for b, _ in k.stores}

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..codegen.cuda import CudaModulePrinter, print_model
 from ..codegen.layout import program_meta
-from ..errors import ArgumentError, TargetError
+from ..errors import ArgumentError, FeedError, TargetError
 from ..lower import lower
 from . import cache as disk
 from .model import device_to_host
@@ -213,7 +213,12 @@ class CUDABackend:
                 # another library's device array (CuPy, PyTorch): numba copies device to device
                 # only from its own arrays, and would take this one for host memory
                 value = self.cuda.as_cuda_array(value)
-            d_array.copy_to_device(value, stream=stream)
+            try:
+                d_array.copy_to_device(value, stream=stream)
+            except (ValueError, TypeError) as exc:   # a strided device array (a slice, a transpose)
+                raise FeedError(f"feed {node_name!r}: a device array is copied as it is laid out, "
+                                f"and this one cannot be ({exc}); pass a C-contiguous array "
+                                f"(cupy.ascontiguousarray) of shape {tuple(d_array.shape)}") from None
         self.launcher.run(self._plan(name, batch, views))
         if name in ("step", "apply"):      # the programs that write parameters and state
             self.host_stale = True
