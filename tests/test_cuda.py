@@ -240,6 +240,27 @@ def test_float32_device_code_has_no_float64_ptx(tmp_path):
     assert "PTX-OK" in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]
 
 
+@pytest.mark.slow     # two product kernels through numba and ptxas: about 15 s
+def test_the_default_product_kernels_spill_no_registers():
+    """ptxas (CUDA toolkit wheels) compiles the tiled product of each dtype for sm_90: a
+    kernel that needs more than 255 registers per thread spills to local memory. The
+    128x128 float32 tile fits; the same tile in float64 spilled (100 bytes), so float64
+    uses 64x64 (benchmarks/sgemm_sass.py)."""
+    missing = cuda_toolkit_missing()
+    if missing:
+        pytest.skip(missing)
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "sgemm_sass.py")
+    out = subprocess.run([sys.executable, script, "--defaults"], capture_output=True, text=True, env=env,
+                         timeout=600)
+    if out.returncode and "ptxas not found" in out.stderr:
+        pytest.skip("ptxas not found: " + out.stderr.strip()[-200:])
+    rows = [line.split() for line in out.stdout.splitlines() if line.startswith("float")]
+    assert [(r[0], r[1]) for r in rows] == [("float32", "128"), ("float64", "64")], out.stdout + out.stderr
+    for r in rows:
+        assert int(r[4]) <= 255 and r[5] == "0", r
+
+
 def test_constants_of_any_rank_keep_their_shape_on_the_device():
     """A matrix constant is indexed as a matrix by the kernels: the module must hold it with
     its shape (it was a flat array, and the first 2-D index failed)."""

@@ -213,7 +213,7 @@ def test_an_sgemm_configuration_that_would_drop_elements_is_refused():
     """Each of the 256 threads stages tile * bk / 256 elements of a slab: a configuration where
     that is not whole would leave part of the slab unstaged, so the printer refuses it."""
     from graphnn.codegen.cuda import CudaModulePrinter, Sgemm
-    assert CudaModulePrinter("float32").sgemm.tile == 128
+    assert CudaModulePrinter("float32").sgemm.tile == 128 and CudaModulePrinter("float64").sgemm.tile == 64
     for bad in (Sgemm(tile=24, bk=16, prefetch=True), Sgemm(tile=16, bk=8, prefetch=False)):
         with pytest.raises(ValueError, match="multiple of 256"):
             CudaModulePrinter("float32", bad)

@@ -3,8 +3,9 @@
 * Fused loops: one thread per output element (the flat thread index is
   decoded into loop indices); loads hoisted as on the CPU.
 * Matrix products: a register-tiled shared-memory SGEMM (by default a 128x128
-  tile per block of 16x16 threads, 8x8 outputs per thread, slabs of 16 staged in
-  shared memory, the next slab read while the current one is multiplied),
+  tile per block of 16x16 threads, 8x8 outputs per thread -- 64x64 and 4x4 in
+  float64 --, slabs of 16 staged in shared memory, the next slab read while the
+  current one is multiplied, unsigned indices),
   transposes folded into indexing. A product's epilogue (``Contract.epilogue``: the
   bias and activation, a weight's update) runs on each output element in registers;
   where the product splits K over blocks or comes from cuBLAS, the epilogue's own
@@ -45,6 +46,9 @@ SPLIT_ROWS = 64          # rows each thread sums in a split (atomic) reduction
 # registers while the current one is multiplied
 Sgemm = namedtuple("Sgemm", "tile bk prefetch")
 SGEMM = Sgemm(tile=128, bk=16, prefetch=True)     # the fastest of benchmarks/sgemm_sweep.py on H200
+# float64: 8x8 doubles per thread need more than the 255 registers a thread can have (ptxas
+# spilled 100 bytes); 4x4 use 128 and spill nothing (benchmarks/sgemm_sass.py)
+DGEMM = Sgemm(tile=64, bk=16, prefetch=True)
 ROW_GROUP = 8            # a row pass adds this many of its sums per round in shared memory
 
 
@@ -89,7 +93,7 @@ class CudaModulePrinter(KernelPrinter):
 
     def __init__(self, dtype, sgemm=None):
         self.dtype = np.dtype(dtype).name
-        self.sgemm = sgemm or SGEMM
+        self.sgemm = sgemm or (DGEMM if self.dtype == "float64" else SGEMM)
         tile, bk = self.sgemm.tile, self.sgemm.bk
         if tile % 16 or (tile * bk) % 256 or tile * bk < 256:
             raise ValueError(f"SGEMM configuration {self.sgemm}: the tile must be a multiple of 16 and "
@@ -225,8 +229,12 @@ class CudaModulePrinter(KernelPrinter):
         cfg = self.sgemm
         tile, bk, sub = cfg.tile, cfg.bk, cfg.tile // 16
         per = tile * bk // 256          # elements of each slab every thread stages
-        a_at = (lambda r, c: f"{k.a}[{c}, {r}]") if k.trans_a else (lambda r, c: f"{k.a}[{r}, {c}]")
-        b_at = (lambda r, c: f"{k.b}[{c}, {r}]") if k.trans_b else (lambda r, c: f"{k.b}[{r}, {c}]")
+        # every index is cast to unsigned: numba adds a wrap-around for a negative signed index
+        # (a compare and a select per access, which the compilers keep in the inner loop; with
+        # unsigned indices the 64 FMAs of a step of k take 93 instructions instead of 175)
+        u = "numba.uint64"
+        a_at = (lambda r, c: f"{k.a}[{u}({c}), {u}({r})]") if k.trans_a else (lambda r, c: f"{k.a}[{u}({r}), {u}({c})]")
+        b_at = (lambda r, c: f"{k.b}[{u}({c}), {u}({r})]") if k.trans_b else (lambda r, c: f"{k.b}[{u}({r}), {u}({c})]")
         inner = f"{k.a}.shape[0]" if k.trans_a else f"{k.a}.shape[1]"
         scale = self.printer.doprint(k.scale)
         lines = self._signature(name, args, [k.comment + f"  (tiled SGEMM {tile}x{tile}, {sub}x{sub} per thread, "
@@ -269,12 +277,15 @@ class CudaModulePrinter(KernelPrinter):
         reads = slab_reads("k0")
         index = []
         for q, (ra, ca, _, rb, cb, _) in enumerate(reads):
-            index += [f"    _ra{q} = {ra}", f"    _ca{q} = {ca}", f"    _rb{q} = {rb}", f"    _cb{q} = {cb}"]
+            index += [f"    _ra{q} = {u}({ra})", f"    _ca{q} = {u}({ca})", f"    _rb{q} = {u}({rb})",
+                      f"    _cb{q} = {u}({cb})"]
         lines += index
+        lines += [f"    _ua{i} = {u}(ty + {16 * i})" for i in range(sub)]
+        lines += [f"    _ub{j} = {u}(tx + {16 * j})" for j in range(sub)]
 
-        mul = ["cuda.syncthreads()", f"for kk in range({bk}):"]
-        mul += [f"    a{i} = sa[kk, ty + {16 * i}]" for i in range(sub)]
-        mul += [f"    b{j} = sb[kk, tx + {16 * j}]" for j in range(sub)]
+        mul = ["cuda.syncthreads()", f"for kk in range({bk}):", f"    _k = {u}(kk)"]
+        mul += [f"    a{i} = sa[_k, _ua{i}]" for i in range(sub)]
+        mul += [f"    b{j} = sb[_k, _ub{j}]" for j in range(sub)]
         mul += [f"    acc{i}{j} += a{i} * b{j}" for i in range(sub) for j in range(sub)]
         mul += ["cuda.syncthreads()"]
         if cfg.prefetch:

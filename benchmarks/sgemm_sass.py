@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""The tiled matrix product's machine code, without a GPU: registers, spills, and how much
+of its inner loop is multiply-adds.
+
+    python3 benchmarks/sgemm_sass.py [--nvdisasm PATH]
+
+For each dtype and SGEMM configuration, the generated product kernel is compiled to PTX for
+sm_90 (numba-cuda), then by ``ptxas -v`` (from the CUDA toolkit wheels of the ``cuda`` extra)
+to machine code: its registers per thread and spilled bytes. With ``nvdisasm``
+(``pip install nvidia-cuda-nvdisasm``; give its path or have it on PATH) it also counts the
+instructions one slab of K takes in the main loop (the loop that holds the barrier), against
+the slab's FMAs: the share of FMAs bounds what the kernel can reach when instruction issue,
+not memory, limits it. Times need a GPU: benchmarks/sgemm_sweep.py.
+"""
+import argparse
+import collections
+import glob
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+if not hasattr(np, "row_stack"):       # numba-cuda 0.30 next to numpy 2.5
+    np.row_stack = np.vstack
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+import graphnn as gn  # noqa: E402
+from graphnn.codegen.cuda import DGEMM, SGEMM, Sgemm, print_model  # noqa: E402
+from graphnn.lower import Contract, lower  # noqa: E402
+from graphnn.lower.canonical import kernel_buffers  # noqa: E402
+
+
+def _tool(name, given=None):
+    if given:
+        return given
+    found = shutil.which(name)
+    if found:
+        return found
+    import nvidia
+    hits = [h for p in nvidia.__path__ for h in glob.glob(os.path.join(p, "*", "bin", name))]
+    return hits[0] if hits else None
+
+
+def product_ptx(dtype, config, where):
+    """PTX (sm_90) of the tiled kernel of ``x @ W`` printed with ``config``."""
+    from numba import cuda, types
+    import numba.cuda.dispatcher as dispatcher
+
+    class Hopper:      # compile_ptx asks the current device for its compute capability
+        compute_capability = (9, 0)
+    dispatcher.get_current_device = lambda: Hopper()
+    g = gn.Graph("sass")
+    out = g.output("out", gn.matmul(g.input("x", (None, 64)), g.parameter("W", (64, 64))))
+    model = gn.compile(g, gn.sum(out), target="reference", dtype=dtype)
+    kprog = lower(model.programs["forward"], dtype)
+    source, _ = print_model([kprog], dtype, "sass", [(k, v.shape) for k, v in model.params.items()], [],
+                            [("optimizer::t", ())], sgemm=config)
+    path = os.path.join(where, f"sass_{dtype}_{config.tile}_{config.bk}_{int(config.prefetch)}.py")
+    with open(path, "w") as f:
+        f.write(source)
+    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    n, k = next((n, k) for n, k in enumerate(kprog.kernels) if isinstance(k, Contract))
+    numba_dtype = getattr(types, dtype)
+    args = [types.Array(numba_dtype, 2, "C") for _ in kernel_buffers(k)] + [types.int64] * 3
+    ptx, _ = cuda.compile_ptx(getattr(module, f"forward_k{n}").py_func, types.void(*args), cc=(9, 0))
+    return ptx
+
+
+def slab_instructions(sass, bk):
+    """(instructions, FMAs) of one slab of the main loop, inner loops counted ``bk`` times."""
+    items = []
+    for line in sass.splitlines():
+        label = re.match(r"^\.?(L_x_\d+):", line.strip())
+        if label:
+            items.append(("label", label.group(1)))
+            continue
+        m = re.match(r"^\s+/\*[0-9a-f]+\*/\s+(.*)$", line)
+        if m:
+            items.append(("op", m.group(1)))
+    at = {name: i for i, (kind, name) in enumerate(items) if kind == "label"}
+    loops = []
+    for i, (kind, text) in enumerate(items):
+        jump = re.search(r"BRA\s+`\(\.(L_x_\d+)\)", text) if kind == "op" else None
+        if jump and at.get(jump.group(1), i) < i:
+            loops.append([t for kd, t in items[at[jump.group(1)]:i + 1] if kd == "op"])
+
+    def count(body, op):
+        return sum(1 for t in body if op in t)
+    slab = min((b for b in loops if count(b, "BAR") and count(b, "FMA")), key=len)
+    inner = [b for b in loops if count(b, "FMA") and not count(b, "BAR") and len(b) < len(slab)]
+    if inner:
+        body = min(inner, key=len)
+        return len(slab) + (bk - 1) * len(body), count(slab, "FMA") + (bk - 1) * count(body, "FMA")
+    return len(slab), count(slab, "FMA")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--nvdisasm", help="path of nvdisasm (default: PATH, then the nvidia wheels)")
+    parser.add_argument("--defaults", action="store_true", help="only the configuration each dtype uses")
+    args = parser.parse_args()
+    ptxas, nvdisasm = _tool("ptxas"), _tool("nvdisasm", args.nvdisasm)
+    if ptxas is None:
+        sys.exit("ptxas not found: pip install \"graphnn[cuda]\" (the CUDA toolkit wheels)")
+    configs = [("float32", SGEMM), ("float32", Sgemm(64, 16, True)), ("float64", DGEMM), ("float64", SGEMM)]
+    if args.defaults:
+        configs = [("float32", SGEMM), ("float64", DGEMM)]
+    print(f"ptxas: {ptxas}\nnvdisasm: {nvdisasm or 'not found (no instruction counts)'}")
+    print(f"{'dtype':8} {'tile':>4} {'bk':>3} {'prefetch':>8} {'registers':>9} {'spilled':>8} "
+          f"{'slab instr':>10} {'FMA':>6} {'FMA share':>9}")
+    with tempfile.TemporaryDirectory() as where:
+        for dtype, config in configs:
+            ptx_path, cubin = os.path.join(where, "k.ptx"), os.path.join(where, "k.cubin")
+            with open(ptx_path, "w") as f:
+                f.write(product_ptx(dtype, config, where))
+            report = subprocess.run([ptxas, "-arch=sm_90", "-O3", "-v", ptx_path, "-o", cubin],
+                                    capture_output=True, text=True, check=True).stderr
+            registers = re.search(r"Used (\d+) registers", report).group(1)
+            spilled = re.search(r"(\d+) bytes spill stores", report).group(1)
+            line = (f"{dtype:8} {config.tile:>4} {config.bk:>3} {str(config.prefetch):>8} {registers:>9} "
+                    f"{spilled + ' B':>8}")
+            if nvdisasm:
+                sass = subprocess.run([nvdisasm, "-c", cubin], capture_output=True, text=True).stdout
+                total, fma = slab_instructions(sass, config.bk)
+                line += f" {total:>10} {fma:>6} {fma / total:>9.0%}"
+            print(line)
+
+
+if __name__ == "__main__":
+    main()
