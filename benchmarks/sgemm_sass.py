@@ -35,6 +35,7 @@ import graphnn as gn  # noqa: E402
 from graphnn.codegen.cuda import DGEMM, SGEMM, Sgemm, print_model  # noqa: E402
 from graphnn.lower import Contract, lower  # noqa: E402
 from graphnn.lower.canonical import kernel_buffers  # noqa: E402
+from graphnn.lower.target import CUDA_PASSES, run_passes  # noqa: E402
 
 
 def _tool(name, given=None):
@@ -48,8 +49,9 @@ def _tool(name, given=None):
     return hits[0] if hits else None
 
 
-def product_ptx(dtype, config, where):
-    """PTX (sm_90) of the tiled kernel of ``x @ W`` printed with ``config``."""
+def product_ptx(dtype, config, where, activation=None):
+    """PTX (sm_90) of the tiled kernel of ``x @ W`` printed with ``config``; with an
+    ``activation``, of a dense layer's product, its bias and activation as the epilogue."""
     from numba import cuda, types
     import numba.cuda.dispatcher as dispatcher
 
@@ -57,12 +59,15 @@ def product_ptx(dtype, config, where):
         compute_capability = (9, 0)
     dispatcher.get_current_device = lambda: Hopper()
     g = gn.Graph("sass")
-    out = g.output("out", gn.matmul(g.input("x", (None, 64)), g.parameter("W", (64, 64))))
+    x = g.input("x", (None, 64))
+    out = g.output("out", gn.dense(x, 64, activation=activation) if activation
+                   else gn.matmul(x, g.parameter("W", (64, 64))))
     model = gn.compile(g, gn.sum(out), target="reference", dtype=dtype)
     kprog = lower(model.programs["forward"], dtype)
+    run_passes(kprog, CUDA_PASSES)          # the epilogue joins its product
     source, _ = print_model([kprog], dtype, "sass", [(k, v.shape) for k, v in model.params.items()], [],
                             [("optimizer::t", ())], sgemm=config)
-    path = os.path.join(where, f"sass_{dtype}_{config.tile}_{config.bk}_{int(config.prefetch)}.py")
+    path = os.path.join(where, f"sass_{dtype}_{config.tile}_{config.bk}_{int(config.prefetch)}_{activation}.py")
     with open(path, "w") as f:
         f.write(source)
     spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
@@ -70,7 +75,8 @@ def product_ptx(dtype, config, where):
     spec.loader.exec_module(module)
     n, k = next((n, k) for n, k in enumerate(kprog.kernels) if isinstance(k, Contract))
     numba_dtype = getattr(types, dtype)
-    args = [types.Array(numba_dtype, 2, "C") for _ in kernel_buffers(k)] + [types.int64] * 3
+    args = [types.Array(numba_dtype, max(len(kprog.buffers[b].shape), 1), "C") for b in kernel_buffers(k)]
+    args += [types.int64] * 3
     ptx, _ = cuda.compile_ptx(getattr(module, f"forward_k{n}").py_func, types.void(*args), cc=(9, 0))
     return ptx
 
@@ -111,23 +117,25 @@ def main():
     ptxas, nvdisasm = _tool("ptxas"), _tool("nvdisasm", args.nvdisasm)
     if ptxas is None:
         sys.exit("ptxas not found: pip install \"graphnn[cuda]\" (the CUDA toolkit wheels)")
-    configs = [("float32", SGEMM), ("float32", Sgemm(64, 16, True)), ("float64", DGEMM), ("float64", SGEMM)]
+    configs = [("float32", SGEMM, None), ("float32", SGEMM, "relu"), ("float32", Sgemm(64, 16, True), None),
+               ("float64", DGEMM, None), ("float64", DGEMM, "tanh"), ("float64", SGEMM, None)]
     if args.defaults:
-        configs = [("float32", SGEMM), ("float64", DGEMM)]
+        configs = [(dtype, config, act) for dtype, config, act in configs
+                   if config == (SGEMM if dtype == "float32" else DGEMM)]
     print(f"ptxas: {ptxas}\nnvdisasm: {nvdisasm or 'not found (no instruction counts)'}")
-    print(f"{'dtype':8} {'tile':>4} {'bk':>3} {'prefetch':>8} {'registers':>9} {'spilled':>8} "
+    print(f"{'dtype':8} {'tile':>4} {'bk':>3} {'prefetch':>8} {'epilogue':>8} {'registers':>9} {'spilled':>8} "
           f"{'slab instr':>10} {'FMA':>6} {'FMA share':>9}")
     with tempfile.TemporaryDirectory() as where:
-        for dtype, config in configs:
+        for dtype, config, activation in configs:
             ptx_path, cubin = os.path.join(where, "k.ptx"), os.path.join(where, "k.cubin")
             with open(ptx_path, "w") as f:
-                f.write(product_ptx(dtype, config, where))
+                f.write(product_ptx(dtype, config, where, activation))
             report = subprocess.run([ptxas, "-arch=sm_90", "-O3", "-v", ptx_path, "-o", cubin],
                                     capture_output=True, text=True, check=True).stderr
             registers = re.search(r"Used (\d+) registers", report).group(1)
             spilled = re.search(r"(\d+) bytes spill stores", report).group(1)
-            line = (f"{dtype:8} {config.tile:>4} {config.bk:>3} {str(config.prefetch):>8} {registers:>9} "
-                    f"{spilled + ' B':>8}")
+            line = (f"{dtype:8} {config.tile:>4} {config.bk:>3} {str(config.prefetch):>8} "
+                    f"{activation or '-':>8} {registers:>9} {spilled + ' B':>8}")
             if nvdisasm:
                 sass = subprocess.run([nvdisasm, "-c", cubin], capture_output=True, text=True).stdout
                 total, fma = slab_instructions(sass, config.bk)
