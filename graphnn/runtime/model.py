@@ -642,8 +642,15 @@ class _InterruptGuard:
     def _handler(self, signum, frame):
         if self.depth:
             self.held = (signum, frame)
-        else:
-            (self.previous or signal.default_int_handler)(signum, frame)
+            return
+        # outside a step the interrupt goes on now, and ends the run: put the previous handler
+        # back first. Python runs a handler as a function is entered, so a Ctrl-C landing as
+        # the guard is removed pre-empts _Installed.__exit__ and would leave this one installed
+        previous = self.previous or signal.default_int_handler
+        if self.previous is not None and threading.get_ident() == _MAIN_THREAD:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous, self.held, self.depth = None, None, 0
+        previous(signum, frame)
 
     def __enter__(self):
         if self.previous is not None and threading.get_ident() == _MAIN_THREAD:
@@ -686,6 +693,8 @@ class _Installed:
             return False
         guard = self.guard
         previous = guard.previous
+        if previous is None:            # an interrupt outside a step removed the guard already
+            return False
         try:
             signal.signal(signal.SIGINT, previous)
         finally:
