@@ -118,7 +118,7 @@ class ScalarPrinter(PythonCodePrinter):
         return out
 
     def _print_Function(self, expr):
-        if isinstance(expr, Primitive) or isinstance(expr, IR_HELPERS):
+        if isinstance(expr, (Primitive, *IR_HELPERS)):
             args = ", ".join(self._print(a) for a in expr.args)
             return f"{expr.helper_name}({args})"
         return super()._print_Function(expr)
