@@ -14,12 +14,12 @@ python3 -c "import graphnn" || { echo "graphnn does not import: install its depe
 timeout 240 python3 -W ignore benchmarks/gpu_check.py --runs 2 --out "$out/gpu_check.txt" > "$out/gpu_check.log" 2>&1
 echo "gpu_check: exit $?"
 for args in "--sizes 784,512,512,10 --batch 8192" "--sizes 784,512,512,10 --batch 256" "--sizes 1,2,1 --batch 65536"; do
-    timeout 55 python3 -W ignore benchmarks/gpu_profile.py $args >> "$out/gpu_profile.txt" 2>&1
+    timeout 45 python3 -W ignore benchmarks/gpu_profile.py $args >> "$out/gpu_profile.txt" 2>&1
     echo "gpu_profile $args: exit $?"
 done
-timeout 80 python3 -W ignore benchmarks/sgemm_sweep.py --reps 20 > "$out/sgemm_sweep.txt" 2>&1
+timeout 110 python3 -W ignore benchmarks/sgemm_sweep.py --reps 20 > "$out/sgemm_sweep.txt" 2>&1
 echo "sgemm_sweep: exit $?"
-GRAPHNN_TEST_REAL_GPU=1 timeout 110 python3 -m pytest -q -m cuda -p no:cacheprovider -W ignore \
-    tests/test_cuda_graphs.py tests/test_cuda_loop.py tests/test_cuda_rows.py tests/test_cuda_epilogue.py tests/test_cuda.py > "$out/pytest.txt" 2>&1
+GRAPHNN_TEST_REAL_GPU=1 timeout 100 python3 -m pytest -q -m cuda -p no:cacheprovider -W ignore \
+    tests/test_cuda_graphs.py tests/test_cuda_loop.py tests/test_cuda_rows.py tests/test_cuda_epilogue.py tests/test_cuda_sgemm.py tests/test_cuda.py > "$out/pytest.txt" 2>&1
 echo "pytest (real GPU): exit $?"; tail -3 "$out/pytest.txt"
 cat "$out/sgemm_sweep.txt" "$out/gpu_profile.txt" "$out/gpu_check.txt"

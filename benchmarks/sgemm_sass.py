@@ -81,8 +81,10 @@ def product_ptx(dtype, config, where, activation=None):
     return ptx
 
 
-def slab_instructions(sass, bk):
-    """(instructions, FMAs) of one slab of the main loop, inner loops counted ``bk`` times."""
+def slab_instructions(sass, fmas):
+    """(instructions, FMAs) of one slab of the main loop, which makes ``fmas`` FMAs (bk steps
+    of k, sub x sub each). Its inner loop is counted as often as it runs to make them: the
+    compiler may unroll it beyond what the printer did."""
     items = []
     for line in sass.splitlines():
         label = re.match(r"^\.?(L_x_\d+):", line.strip())
@@ -105,7 +107,9 @@ def slab_instructions(sass, bk):
     inner = [b for b in loops if count(b, "FMA") and not count(b, "BAR") and len(b) < len(slab)]
     if inner:
         body = min(inner, key=len)
-        return len(slab) + (bk - 1) * len(body), count(slab, "FMA") + (bk - 1) * count(body, "FMA")
+        outside = count(slab, "FMA") - count(body, "FMA")
+        runs = (fmas - outside) / count(body, "FMA")
+        return round(len(slab) + (runs - 1) * len(body)), round(outside + runs * count(body, "FMA"))
     return len(slab), count(slab, "FMA")
 
 
@@ -117,14 +121,16 @@ def main():
     ptxas, nvdisasm = _tool("ptxas"), _tool("nvdisasm", args.nvdisasm)
     if ptxas is None:
         sys.exit("ptxas not found: pip install \"graphnn[cuda]\" (the CUDA toolkit wheels)")
-    configs = [("float32", SGEMM, None), ("float32", SGEMM, "relu"), ("float32", Sgemm(64, 16, True), None),
-               ("float64", DGEMM, None), ("float64", DGEMM, "tanh"), ("float64", SGEMM, None)]
+    configs = [("float32", SGEMM, None), ("float32", SGEMM, "relu"), ("float32", Sgemm(128, 16, True), None),
+               ("float32", Sgemm(64, 16, True, 4, 4), None),
+               ("float64", DGEMM, None), ("float64", DGEMM, "tanh"), ("float64", Sgemm(64, 16, True), None),
+               ("float64", SGEMM, None)]
     if args.defaults:
         configs = [(dtype, config, act) for dtype, config, act in configs
                    if config == (SGEMM if dtype == "float32" else DGEMM)]
     print(f"ptxas: {ptxas}\nnvdisasm: {nvdisasm or 'not found (no instruction counts)'}")
     print(f"{'dtype':8} {'tile':>4} {'bk':>3} {'prefetch':>8} {'epilogue':>8} {'registers':>9} {'spilled':>8} "
-          f"{'slab instr':>10} {'FMA':>6} {'FMA share':>9}")
+          f"{'vec':>3} {'unroll':>6} {'slab instr':>10} {'FMA':>6} {'FMA share':>9}")
     with tempfile.TemporaryDirectory() as where:
         for dtype, config, activation in configs:
             ptx_path, cubin = os.path.join(where, "k.ptx"), os.path.join(where, "k.cubin")
@@ -135,10 +141,10 @@ def main():
             registers = re.search(r"Used (\d+) registers", report).group(1)
             spilled = re.search(r"(\d+) bytes spill stores", report).group(1)
             line = (f"{dtype:8} {config.tile:>4} {config.bk:>3} {str(config.prefetch):>8} "
-                    f"{activation or '-':>8} {registers:>9} {spilled + ' B':>8}")
+                    f"{activation or '-':>8} {registers:>9} {spilled + ' B':>8} {config.vec:>3} {config.unroll:>6}")
             if nvdisasm:
                 sass = subprocess.run([nvdisasm, "-c", cubin], capture_output=True, text=True).stdout
-                total, fma = slab_instructions(sass, config.bk)
+                total, fma = slab_instructions(sass, config.bk * (config.tile // 16) ** 2)
                 line += f" {total:>10} {fma:>6} {fma / total:>9.0%}"
             print(line)
 

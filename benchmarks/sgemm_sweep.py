@@ -28,11 +28,11 @@ import graphnn as gn  # noqa: E402
 from graphnn.codegen import cuda as printer  # noqa: E402
 from workloads import median_us  # noqa: E402
 
-CONFIGS = [printer.SGEMM,
-           printer.Sgemm(tile=128, bk=8, prefetch=True),
-           printer.Sgemm(tile=128, bk=8, prefetch=False),
-           printer.Sgemm(tile=64, bk=16, prefetch=True),
-           printer.Sgemm(tile=64, bk=16, prefetch=False)]
+CONFIGS = [printer.SGEMM,                                              # 128/16, runs of 4, 4 steps of k
+           printer.Sgemm(tile=128, bk=16, prefetch=True),                 # earlier: rows 16 apart, no unrolling
+           printer.Sgemm(tile=128, bk=16, prefetch=True, vec=4, unroll=1),
+           printer.Sgemm(tile=128, bk=16, prefetch=True, vec=4, unroll=2),
+           printer.Sgemm(tile=64, bk=16, prefetch=True, vec=4, unroll=4)]
 
 
 def kernel_for(cfg, n):
@@ -76,7 +76,7 @@ def main():
             cupy.cuda.Device().synchronize()
         cublas = median_us(run_cublas, args.reps, warmup=3)
         print(f"cuBLAS (CuPy) {n}^3 float32: {cublas:.1f} us, {flops / cublas / 1e6:.2f} TFLOP/s", flush=True)
-    print(f"{'tile':>5s} {'bk':>3s} {'prefetch':>8s} {'us':>10s} {'TFLOP/s':>8s} {'/cuBLAS':>8s} {'rel err':>9s}")
+    print(f"{'tile':>5s} {'bk':>3s} {'prefetch':>8s} {'vec':>3s} {'unroll':>6s} {'us':>10s} {'TFLOP/s':>8s} {'/cuBLAS':>8s} {'rel err':>9s}")
     for cfg in CONFIGS:
         try:
             module, kernel = kernel_for(cfg, n)
@@ -99,7 +99,7 @@ def main():
                 cuda.synchronize()
             us = median_us(tiled, args.reps, warmup=3)
             ratio = f"{us / cublas:.2f}x" if cublas else "-"
-            print(f"{cfg.tile:5d} {cfg.bk:3d} {str(cfg.prefetch):>8s} {us:10.1f} {flops / us / 1e6:8.2f} "
+            print(f"{cfg.tile:5d} {cfg.bk:3d} {str(cfg.prefetch):>8s} {cfg.vec:3d} {cfg.unroll:6d} {us:10.1f} {flops / us / 1e6:8.2f} "
                   f"{ratio:>8s} {err:9.1e}{'' if err < 1e-5 else '  WRONG'}", flush=True)
         except Exception as exc:
             print(f"{cfg}: FAILED {type(exc).__name__}: {exc}", flush=True)

@@ -5,7 +5,9 @@
 * Matrix products: a register-tiled shared-memory SGEMM (by default a 128x128
   tile per block of 16x16 threads, 8x8 outputs per thread -- 64x64 and 4x4 in
   float64 --, slabs of 16 staged in shared memory, the next slab read while the
-  current one is multiplied, unsigned indices),
+  current one is multiplied, unsigned indices; a thread's outputs come in runs
+  of 4 adjacent rows and columns, read from shared memory as vectors, and 4 steps
+  of k are unrolled per iteration),
   transposes folded into indexing. A product's epilogue (``Contract.epilogue``: the
   bias and activation, a weight's update) runs on each output element in registers;
   where the product splits K over blocks or comes from cuBLAS, the epilogue's own
@@ -42,13 +44,16 @@ from .scalar import helpers_source
 THREADS = 256
 SPLIT_ROWS = 64          # rows each thread sums in a split (atomic) reduction
 # SGEMM: output tile per block of 16x16 threads (tile/16 x tile/16 sums per thread), the
-# slab of K staged in shared memory per round, and whether the next slab is read into
-# registers while the current one is multiplied
-Sgemm = namedtuple("Sgemm", "tile bk prefetch")
-SGEMM = Sgemm(tile=128, bk=16, prefetch=True)     # the fastest of benchmarks/sgemm_sweep.py on H200
+# slab of K staged in shared memory per round, whether the next slab is read into
+# registers while the current one is multiplied, the runs of adjacent rows (and columns)
+# a thread owns (read from shared memory as one vector), and the steps of k per iteration
+Sgemm = namedtuple("Sgemm", "tile bk prefetch vec unroll", defaults=(1, 1))
+# 128/16/prefetch: the fastest of benchmarks/sgemm_sweep.py on H200. Runs of 4 and 4 steps
+# per iteration: 72% of a slab's instructions are FMAs instead of 58% (benchmarks/sgemm_sass.py)
+SGEMM = Sgemm(tile=128, bk=16, prefetch=True, vec=4, unroll=4)
 # float64: 8x8 doubles per thread need more than the 255 registers a thread can have (ptxas
 # spilled 100 bytes); 4x4 use 128 and spill nothing (benchmarks/sgemm_sass.py)
-DGEMM = Sgemm(tile=64, bk=16, prefetch=True)
+DGEMM = Sgemm(tile=64, bk=16, prefetch=True, vec=4, unroll=4)
 ROW_GROUP = 8            # a row pass adds this many of its sums per round in shared memory
 
 
@@ -229,6 +234,13 @@ class CudaModulePrinter(KernelPrinter):
         cfg = self.sgemm
         tile, bk, sub = cfg.tile, cfg.bk, cfg.tile // 16
         per = tile * bk // 256          # elements of each slab every thread stages
+        # a thread's rows (and columns) come in runs of ``vec`` adjacent ones, 16 * vec apart,
+        # so the compiler reads each run from shared memory in one vector load
+        vec = cfg.vec if sub % cfg.vec == 0 else 1
+        unroll = cfg.unroll if bk % cfg.unroll == 0 else 1
+
+        def offset(i):
+            return (i // vec) * 16 * vec + i % vec
         # every index is cast to unsigned: numba adds a wrap-around for a negative signed index
         # (a compare and a select per access, which the compilers keep in the inner loop; with
         # unsigned indices the 64 FMAs of a step of k take 93 instructions instead of 175)
@@ -280,13 +292,15 @@ class CudaModulePrinter(KernelPrinter):
             index += [f"    _ra{q} = {u}({ra})", f"    _ca{q} = {u}({ca})", f"    _rb{q} = {u}({rb})",
                       f"    _cb{q} = {u}({cb})"]
         lines += index
-        lines += [f"    _ua{i} = {u}(ty + {16 * i})" for i in range(sub)]
-        lines += [f"    _ub{j} = {u}(tx + {16 * j})" for j in range(sub)]
+        lines += [f"    _ua{i} = {u}(ty * {vec} + {offset(i)})" for i in range(sub)]
+        lines += [f"    _ub{j} = {u}(tx * {vec} + {offset(j)})" for j in range(sub)]
 
-        mul = ["cuda.syncthreads()", f"for kk in range({bk}):", f"    _k = {u}(kk)"]
-        mul += [f"    a{i} = sa[_k, _ua{i}]" for i in range(sub)]
-        mul += [f"    b{j} = sb[_k, _ub{j}]" for j in range(sub)]
-        mul += [f"    acc{i}{j} += a{i} * b{j}" for i in range(sub) for j in range(sub)]
+        mul = ["cuda.syncthreads()", f"for kk in range(0, {bk}, {unroll}):"]
+        for step in range(unroll):
+            mul += [f"    _k = {u}(kk + {step})"]
+            mul += [f"    a{i} = sa[_k, _ua{i}]" for i in range(sub)]
+            mul += [f"    b{j} = sb[_k, _ub{j}]" for j in range(sub)]
+            mul += [f"    acc{i}{j} += a{i} * b{j}" for i in range(sub) for j in range(sub)]
         mul += ["cuda.syncthreads()"]
         if cfg.prefetch:
             # the first slabs staged before the loop; in the loop, the next slabs go to
@@ -321,9 +335,9 @@ class CudaModulePrinter(KernelPrinter):
             finish = f"{name}_at(r, c, {{}}, {', '.join(params)})"
             launch_extra = f", extra=({''.join(a + ', ' for a in extra)}), epilogue={ep_launch[0]}"
         for i in range(sub):
-            lines += [f"    r = row0 + ty + {16 * i}", "    if r < M:"]
+            lines += [f"    r = row0 + ty * {vec} + {offset(i)}", "    if r < M:"]
             for j in range(sub):
-                lines += [f"        c = col0 + tx + {16 * j}", "        if c < P:",
+                lines += [f"        c = col0 + tx * {vec} + {offset(j)}", "        if c < P:",
                           "            if split > 1:",
                           f"                cuda.atomic.add({k.out}, (r, c), acc{i}{j} * {scale})",
                           "            else:",
