@@ -295,6 +295,45 @@ def test_launches_bound_with_different_sizes_keep_their_own_configuration():
     assert not big.copy_to_host().any() and not small.copy_to_host().any()
 
 
+def test_threads_of_a_block_share_one_shared_array(monkeypatch):
+    """numba's simulator makes a block's shared array when the first of its threads reaches
+    ``cuda.shared.array``: a look-up, then an insert. A thread switch between the two gave
+    two threads two arrays, and a block's sums took uninitialized memory for the others'
+    values (a wrong loss, now and then, on a loaded machine). Here the first thread is held
+    between the look-up and the insert while the second makes its call."""
+    import threading
+    from numba import config
+    if not config.ENABLE_CUDASIM:
+        pytest.skip("a property of numba's CUDA simulator")
+    from numba.cuda.simulator.kernelapi import FakeCUDAShared
+    net = lecture.regression_net()
+    gn.compile(net.graph, net.loss, target="cuda")      # the backend makes the simulator's arrays safe
+    shared = FakeCUDAShared(0)
+    inside, release = threading.Event(), threading.Event()
+    empty = np.empty
+
+    def held_empty(*args, **kwargs):
+        if threading.current_thread().name == "first":
+            inside.set()
+            release.wait(10)
+        return empty(*args, **kwargs)
+    monkeypatch.setattr(np, "empty", held_empty)
+    got = {}
+
+    def block_thread():
+        got[threading.current_thread().name] = shared.array((4, 8), np.float64)     # one line
+    first = threading.Thread(target=block_thread, name="first")
+    second = threading.Thread(target=block_thread, name="second")
+    first.start()
+    assert inside.wait(10)
+    second.start()
+    second.join(0.5)        # it waits for the first one's array
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert got["first"] is got["second"]
+
+
 class _OtherLibraryArray:
     """A device array of another library (CuPy, PyTorch): the CUDA array interface, a shape
     and a dtype, and neither numba's ``__cuda_memory__`` nor ``copy_to_host`` -- numba would

@@ -5,6 +5,7 @@ device in flat arrays; every buffer is a device view made once per batch size.
 Per call only the feeds go to the device and only the requested outputs come
 back (the loss of a training step is one scalar).
 """
+import sys
 import threading
 from collections import OrderedDict
 
@@ -69,7 +70,54 @@ def _cuda():
             "target='cuda': no CUDA GPU is available on this machine (numba.cuda.is_available() "
             "is False). Use target='cpu', or set NUMBA_ENABLE_CUDASIM=1 before numba is "
             "imported to run the kernels in the CUDA simulator.")
+    _simulator_shared_arrays_once()
     return cuda
+
+
+_SHARED_LOCK = threading.Lock()
+
+
+def _simulator_shared_arrays_once():
+    """Under numba's CUDA simulator, make ``cuda.shared.array`` give every thread of a block the
+    same array.
+
+    The simulator runs each CUDA thread as a Python thread, and a block's shared array is made
+    by the first thread that reaches ``cuda.shared.array``: it looks the call's line up in a dict
+    and, finding nothing, makes the array and stores it -- a check then an insert, with no lock
+    (numba-cuda 0.30, simulator/kernelapi.py ``FakeCUDAShared.array``). When the interpreter
+    switches threads between the two (more often on a loaded machine), two threads of the block
+    each make an array: their "shared" writes and reads go to different arrays, and a sum over
+    the block (a row pass's partial sums, an SGEMM slab) takes uninitialized memory for the
+    other threads' values -- a plausible, wrong loss. Here the look-up and the insert are made
+    under one lock. (The call's line is found from its frame, as the simulator's own
+    ``traceback.extract_stack`` finds it, without reading every frame's source line.)"""
+    from numba import config
+    if not config.ENABLE_CUDASIM:
+        return
+    try:
+        from numba.cuda.simulator import kernelapi
+        shared = kernelapi.FakeCUDAShared
+    except (ImportError, AttributeError):      # pragma: no cover - another numba-cuda layout
+        return
+    if getattr(shared.array, "_graphnn_locked", False):
+        return
+    original = shared.array
+
+    def array(self, shape, dtype, alignment=None):
+        if shape == 0 or alignment is not None:     # dynamic shared memory; alignment: the error
+            return original(self, shape, dtype, alignment)
+        if isinstance(dtype, kernelapi.types.Type):
+            dtype = kernelapi.numpy_support.as_dtype(dtype)
+        caller = sys._getframe(1)
+        key = (caller.f_code.co_filename, caller.f_lineno)
+        with _SHARED_LOCK:
+            found = self._allocations.get(key)
+            if found is None:
+                found = self._allocations[key] = np.empty(shape, dtype)
+        return found
+
+    array._graphnn_locked = True
+    shared.array = array
 
 
 class CUDABackend:
