@@ -6,11 +6,12 @@ of its inner loop is multiply-adds.
 
 For each dtype and SGEMM configuration, the generated product kernel is compiled to PTX for
 sm_90 (numba-cuda), then by ``ptxas -v`` (from the CUDA toolkit wheels of the ``cuda`` extra)
-to machine code: its registers per thread and spilled bytes. With ``nvdisasm``
-(``pip install nvidia-cuda-nvdisasm``; give its path or have it on PATH) it also counts the
+to machine code: its registers per thread and spilled bytes. With ``nvdisasm`` (in the
+test extra; ``pip install nvidia-cuda-nvdisasm``, or give its path) it also counts the
 instructions one slab of K takes in the main loop (the loop that holds the barrier), against
 the slab's FMAs: the share of FMAs bounds what the kernel can reach when instruction issue,
-not memory, limits it. Times need a GPU: benchmarks/sgemm_sweep.py.
+not memory, limits it. It counts the slab's 128-bit shared-memory loads too.
+Times need a GPU: benchmarks/sgemm_sweep.py.
 """
 import argparse
 import collections
@@ -82,7 +83,7 @@ def product_ptx(dtype, config, where, activation=None):
 
 
 def slab_instructions(sass, fmas):
-    """(instructions, FMAs) of one slab of the main loop, which makes ``fmas`` FMAs (bk steps
+    """(instructions, FMAs, 128-bit shared loads) of one slab of the main loop, which makes ``fmas`` FMAs (bk steps
     of k, sub x sub each). Its inner loop is counted as often as it runs to make them: the
     compiler may unroll it beyond what the printer did."""
     items = []
@@ -109,8 +110,9 @@ def slab_instructions(sass, fmas):
         body = min(inner, key=len)
         outside = count(slab, "FMA") - count(body, "FMA")
         runs = (fmas - outside) / count(body, "FMA")
-        return round(len(slab) + (runs - 1) * len(body)), round(outside + runs * count(body, "FMA"))
-    return len(slab), count(slab, "FMA")
+        return (round(len(slab) + (runs - 1) * len(body)), round(outside + runs * count(body, "FMA")),
+                round(count(slab, "LDS.128") + (runs - 1) * count(body, "LDS.128")))
+    return len(slab), count(slab, "FMA"), count(slab, "LDS.128")
 
 
 def main():
@@ -130,7 +132,7 @@ def main():
                    if config == (SGEMM if dtype == "float32" else DGEMM)]
     print(f"ptxas: {ptxas}\nnvdisasm: {nvdisasm or 'not found (no instruction counts)'}")
     print(f"{'dtype':8} {'tile':>4} {'bk':>3} {'prefetch':>8} {'epilogue':>8} {'registers':>9} {'spilled':>8} "
-          f"{'vec':>3} {'unroll':>6} {'slab instr':>10} {'FMA':>6} {'FMA share':>9}")
+          f"{'vec':>3} {'unroll':>6} {'slab instr':>10} {'FMA':>6} {'FMA share':>9} {'LDS.128':>7}")
     with tempfile.TemporaryDirectory() as where:
         for dtype, config, activation in configs:
             ptx_path, cubin = os.path.join(where, "k.ptx"), os.path.join(where, "k.cubin")
@@ -144,8 +146,8 @@ def main():
                     f"{activation or '-':>8} {registers:>9} {spilled + ' B':>8} {config.vec:>3} {config.unroll:>6}")
             if nvdisasm:
                 sass = subprocess.run([nvdisasm, "-c", cubin], capture_output=True, text=True).stdout
-                total, fma = slab_instructions(sass, config.bk * (config.tile // 16) ** 2)
-                line += f" {total:>10} {fma:>6} {fma / total:>9.0%}"
+                total, fma, vector_loads = slab_instructions(sass, config.bk * (config.tile // 16) ** 2)
+                line += f" {total:>10} {fma:>6} {fma / total:>9.0%} {vector_loads:>7}"
             print(line)
 
 
