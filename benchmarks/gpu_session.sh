@@ -17,9 +17,10 @@ for args in "--sizes 784,512,512,10 --batch 8192" "--sizes 784,512,512,10 --batc
     timeout 45 python3 -W ignore benchmarks/gpu_profile.py $args >> "$out/gpu_profile.txt" 2>&1
     echo "gpu_profile $args: exit $?"
 done
-timeout 110 python3 -W ignore benchmarks/sgemm_sweep.py --reps 20 > "$out/sgemm_sweep.txt" 2>&1
+timeout 100 python3 -W ignore benchmarks/sgemm_sweep.py --reps 20 > "$out/sgemm_sweep.txt" 2>&1
 echo "sgemm_sweep: exit $?"
-GRAPHNN_TEST_REAL_GPU=1 timeout 100 python3 -m pytest -q -m cuda -p no:cacheprovider -W ignore \
-    tests/test_cuda_graphs.py tests/test_cuda_loop.py tests/test_cuda_rows.py tests/test_cuda_epilogue.py tests/test_cuda_sgemm.py tests/test_cuda.py > "$out/pytest.txt" 2>&1
+# (without the two machine-code checks: they compile for sm_90 on the CPU and need no GPU)
+GRAPHNN_TEST_REAL_GPU=1 timeout 110 python3 -m pytest -q -m cuda -p no:cacheprovider -W ignore \
+    -k "not float64_ptx and not spill_no_registers" tests/test_cuda_graphs.py tests/test_cuda_loop.py tests/test_cuda_rows.py tests/test_cuda_epilogue.py tests/test_cuda_sgemm.py tests/test_cuda.py > "$out/pytest.txt" 2>&1
 echo "pytest (real GPU): exit $?"; tail -3 "$out/pytest.txt"
 cat "$out/sgemm_sweep.txt" "$out/gpu_profile.txt" "$out/gpu_check.txt"

@@ -83,9 +83,14 @@ def product_ptx(dtype, config, where, activation=None):
 
 
 def slab_instructions(sass, fmas):
-    """(instructions, FMAs, 128-bit shared loads) of one slab of the main loop, which makes ``fmas`` FMAs (bk steps
-    of k, sub x sub each). Its inner loop is counted as often as it runs to make them: the
-    compiler may unroll it beyond what the printer did."""
+    """What one slab of the main loop executes, for a slab that makes ``fmas`` FMAs (bk steps
+    of k, sub x sub each): {"instructions", "runs", "vector_loads", "scalar_loads"}.
+
+    The slab is the loop that holds the barrier; its inner loop (the steps of k) is counted
+    ``runs`` times, the number that makes ``fmas``: the printer's trip count (bk / unroll)
+    when the inner loop holds the printed FMAs, a multiple of it if the compiler unrolled it
+    further, and no whole number if FMAs are missing. Loads are shared-memory reads: 128-bit
+    (``LDS.128``) and narrower."""
     items = []
     for line in sass.splitlines():
         label = re.match(r"^\.?(L_x_\d+):", line.strip())
@@ -103,16 +108,20 @@ def slab_instructions(sass, fmas):
             loops.append([t for kd, t in items[at[jump.group(1)]:i + 1] if kd == "op"])
 
     def count(body, op):
-        return sum(1 for t in body if op in t)
-    slab = min((b for b in loops if count(b, "BAR") and count(b, "FMA")), key=len)
-    inner = [b for b in loops if count(b, "FMA") and not count(b, "BAR") and len(b) < len(slab)]
+        return sum(1 for t in body if re.search(op, t))
+    fma, wide, narrow = r"\bD?F?FMA\b", r"\bLDS\.128\b", r"\bLDS(?!\.128)(\.\S+)?\s"
+    slab = min((b for b in loops if count(b, "BAR") and count(b, fma)), key=len)
+    inner = [b for b in loops if count(b, fma) and not count(b, "BAR") and len(b) < len(slab)]
+    body, runs = [], 1.0
     if inner:
         body = min(inner, key=len)
-        outside = count(slab, "FMA") - count(body, "FMA")
-        runs = (fmas - outside) / count(body, "FMA")
-        return (round(len(slab) + (runs - 1) * len(body)), round(outside + runs * count(body, "FMA")),
-                round(count(slab, "LDS.128") + (runs - 1) * count(body, "LDS.128")))
-    return len(slab), count(slab, "FMA"), count(slab, "LDS.128")
+        runs = (fmas - (count(slab, fma) - count(body, fma))) / count(body, fma)
+
+    def total(op=None):
+        n = len if op is None else (lambda b: count(b, op))
+        return n(slab) + (runs - 1) * n(body)
+    return {"instructions": round(total()), "runs": runs, "vector_loads": round(total(wide)),
+            "scalar_loads": round(total(narrow))}
 
 
 def main():
@@ -132,7 +141,8 @@ def main():
                    if config == (SGEMM if dtype == "float32" else DGEMM)]
     print(f"ptxas: {ptxas}\nnvdisasm: {nvdisasm or 'not found (no instruction counts)'}")
     print(f"{'dtype':8} {'tile':>4} {'bk':>3} {'prefetch':>8} {'epilogue':>8} {'registers':>9} {'spilled':>8} "
-          f"{'vec':>3} {'unroll':>6} {'slab instr':>10} {'FMA':>6} {'FMA share':>9} {'LDS.128':>7}")
+          f"{'vec':>3} {'unroll':>6} {'slab instr':>10} {'FMA':>6} {'FMA share':>9} {'LDS.128':>7} {'LDS':>4} "
+          f"{'inner runs':>10}")
     with tempfile.TemporaryDirectory() as where:
         for dtype, config, activation in configs:
             ptx_path, cubin = os.path.join(where, "k.ptx"), os.path.join(where, "k.cubin")
@@ -146,8 +156,10 @@ def main():
                     f"{activation or '-':>8} {registers:>9} {spilled + ' B':>8} {config.vec:>3} {config.unroll:>6}")
             if nvdisasm:
                 sass = subprocess.run([nvdisasm, "-c", cubin], capture_output=True, text=True).stdout
-                total, fma, vector_loads = slab_instructions(sass, config.bk * (config.tile // 16) ** 2)
-                line += f" {total:>10} {fma:>6} {fma / total:>9.0%} {vector_loads:>7}"
+                fma = config.bk * (config.tile // 16) ** 2
+                slab = slab_instructions(sass, fma)
+                line += (f" {slab['instructions']:>10} {fma:>6} {fma / slab['instructions']:>9.0%} "
+                         f"{slab['vector_loads']:>7} {slab['scalar_loads']:>4} {slab['runs']:>10.3g}")
             print(line)
 
 

@@ -30,6 +30,9 @@ def _product_module(dtype, config, trans_a, trans_b, scale):
 
 def _run(dtype, config, trans_a, trans_b, M=70, K=37, P=45, scale=0.5, split_k=None):
     from numba import cuda
+
+    from graphnn.runtime.cuda import _simulator_shared_arrays_once
+    _simulator_shared_arrays_once()     # as target="cuda" does: the simulator's shared arrays, race-free
     rng = np.random.default_rng(M * K + P)
     a = rng.standard_normal((K, M) if trans_a else (M, K)).astype(dtype)
     b = rng.standard_normal((P, K) if trans_b else (K, P)).astype(dtype)
@@ -53,14 +56,30 @@ def _run(dtype, config, trans_a, trans_b, M=70, K=37, P=45, scale=0.5, split_k=N
     ("float32", Sgemm(64, 4, False, 1, 1), True, True),
     # a 32 tile has 2 rows per thread: runs of 4 do not fit and fall back to 1
     ("float64", Sgemm(32, 8, True, 4, 4), True, False),
+    # 3 steps do not divide a slab of 4: one step per iteration
+    ("float32", Sgemm(64, 4, True, 4, 3), False, False),
 ])
 def test_tiled_product_matches_numpy(dtype, config, trans_a, trans_b):
     source = _run(dtype, config, trans_a, trans_b)
     sub = config.tile // 16
     vec = config.vec if sub % config.vec == 0 else 1
+    unroll = config.unroll if config.bk % config.unroll == 0 else 1
     # the thread's first run of rows is adjacent when vec > 1, 16 apart otherwise
     assert f"_ua1 = numba.uint64(ty * {vec} + {1 if vec > 1 else 16})" in source
-    assert f"for kk in range(0, {config.bk}, {config.unroll})" in source
+    assert f"for kk in range(0, {config.bk}, {unroll})" in source
+
+
+def test_the_default_tile_with_two_runs_per_thread_matches_numpy():
+    """A 128 tile gives each thread two runs of 4 rows (and of 4 columns), 64 apart: the
+    second run is only reached by shapes past row and column 64."""
+    source = _run("float32", Sgemm(128, 2, True, 4, 2), False, True, M=100, K=5, P=90)
+    assert "_ua4 = numba.uint64(ty * 4 + 64)" in source and "_ub7 = numba.uint64(tx * 4 + 67)" in source
+
+
+def test_a_configuration_without_runs_or_steps_is_refused():
+    for bad in (Sgemm(64, 16, True, 0, 4), Sgemm(64, 16, True, 4, 0)):
+        with pytest.raises(ValueError, match="vec and unroll must be at least 1"):
+            CudaModulePrinter("float32", bad)
 
 
 def test_tiled_product_split_over_k_matches_numpy():

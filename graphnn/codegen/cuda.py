@@ -103,6 +103,8 @@ class CudaModulePrinter(KernelPrinter):
         if tile % 16 or (tile * bk) % 256 or tile * bk < 256:
             raise ValueError(f"SGEMM configuration {self.sgemm}: the tile must be a multiple of 16 and "
                              f"tile * bk a multiple of 256 (each of the 256 threads stages whole elements)")
+        if self.sgemm.vec < 1 or self.sgemm.unroll < 1:
+            raise ValueError(f"SGEMM configuration {self.sgemm}: vec and unroll must be at least 1")
         # libm names: numba.cuda maps math.* to the device library (floor/ceil there are ints)
         super().__init__(math_names={"floor": "math.floor", "ceiling": "math.ceil"})
 

@@ -96,7 +96,7 @@ def _simulator_shared_arrays_once():
         return
     try:
         from numba.cuda.simulator import kernelapi
-        shared = kernelapi.FakeCUDAShared
+        shared, numba_type, as_dtype = kernelapi.FakeCUDAShared, kernelapi.types.Type, kernelapi.numpy_support.as_dtype
     except (ImportError, AttributeError):      # pragma: no cover - another numba-cuda layout
         return
     if getattr(shared.array, "_graphnn_locked", False):
@@ -106,8 +106,8 @@ def _simulator_shared_arrays_once():
     def array(self, shape, dtype, alignment=None):
         if shape == 0 or alignment is not None:     # dynamic shared memory; alignment: the error
             return original(self, shape, dtype, alignment)
-        if isinstance(dtype, kernelapi.types.Type):
-            dtype = kernelapi.numpy_support.as_dtype(dtype)
+        if isinstance(dtype, numba_type):
+            dtype = as_dtype(dtype)
         caller = sys._getframe(1)
         key = (caller.f_code.co_filename, caller.f_lineno)
         with _SHARED_LOCK:
