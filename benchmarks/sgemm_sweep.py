@@ -3,7 +3,8 @@
 
     python3 benchmarks/sgemm_sweep.py [--n 4096] [--reps 20]
 
-For each configuration (block tile, K slab, prefetching; ``graphnn.codegen.cuda.Sgemm``)
+For each configuration (block tile, K slab, prefetching, runs of adjacent rows per
+thread, steps of k per iteration; ``graphnn.codegen.cuda.Sgemm``)
 the product kernel is generated and compiled in a scratch cache, checked against cuBLAS
 on fresh random inputs (relative Frobenius error), then timed: median of ``--reps``
 synchronised calls. The default configuration is the first line. Under numba's CUDA
