@@ -6,6 +6,8 @@ shapes (no dimension a multiple of the tile or the slab), with every transpose, 
 kernel printed alone -- no graph around it, so a wrong index cannot hide behind another
 kernel.
 """
+import importlib.util
+
 import numpy as np
 import pytest
 import sympy as sp
@@ -16,19 +18,24 @@ from graphnn.lower.ir import Contract
 pytestmark = pytest.mark.cuda
 
 
-def _product_module(dtype, config, trans_a, trans_b, scale):
-    """The printed module of one product ``o = scale * op(a) @ op(bb)``, executed."""
+def _product_module(dtype, config, trans_a, trans_b, scale, where):
+    """The printed module of one product ``o = scale * op(a) @ op(bb)``, imported from a file
+    in the folder ``where`` (its kernels are cached on disk, on a GPU, beside their file)."""
     printer = CudaModulePrinter(dtype, config)
     k = Contract(out="o", a="a", b="bb", trans_a=trans_a, trans_b=trans_b, scale=sp.nsimplify(scale))
     lines, launches = printer.contract(k, "prod", ["a", "bb", "o"])
     source = "\n".join(printer.header("one product") + FILL.split("\n") + lines) + "\n"
-    namespace = {}
-    exec(compile(source, f"<sgemm {config}>", "exec"), namespace)
+    path = where / "sgemm_product.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("sgemm_product", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    namespace = vars(module)
     assert launches == [f"_bind_contract(prod, a, bb, o, {trans_a}, {trans_b}, {printer.printer.doprint(k.scale)}, N)"]
     return namespace, source
 
 
-def _run(dtype, config, trans_a, trans_b, M=70, K=37, P=45, scale=0.5, split_k=None):
+def _run(where, dtype, config, trans_a, trans_b, M=70, K=37, P=45, scale=0.5, split_k=None):
     from numba import cuda
 
     from graphnn.runtime.cuda import _simulator_shared_arrays_once
@@ -36,7 +43,7 @@ def _run(dtype, config, trans_a, trans_b, M=70, K=37, P=45, scale=0.5, split_k=N
     rng = np.random.default_rng(M * K + P)
     a = rng.standard_normal((K, M) if trans_a else (M, K)).astype(dtype)
     b = rng.standard_normal((P, K) if trans_b else (K, P)).astype(dtype)
-    ns, source = _product_module(dtype, config, trans_a, trans_b, scale)
+    ns, source = _product_module(dtype, config, trans_a, trans_b, scale, where)
     if split_k is not None:
         ns["SPLIT_K"] = split_k
     out = cuda.to_device(np.full((M, P), np.nan, dtype=dtype))
@@ -59,8 +66,8 @@ def _run(dtype, config, trans_a, trans_b, M=70, K=37, P=45, scale=0.5, split_k=N
     # 3 steps do not divide a slab of 4: one step per iteration
     ("float32", Sgemm(64, 4, True, 4, 3), False, False),
 ])
-def test_tiled_product_matches_numpy(dtype, config, trans_a, trans_b):
-    source = _run(dtype, config, trans_a, trans_b)
+def test_tiled_product_matches_numpy(tmp_path, dtype, config, trans_a, trans_b):
+    source = _run(tmp_path, dtype, config, trans_a, trans_b)
     sub = config.tile // 16
     vec = config.vec if sub % config.vec == 0 else 1
     unroll = config.unroll if config.bk % config.unroll == 0 else 1
@@ -69,10 +76,10 @@ def test_tiled_product_matches_numpy(dtype, config, trans_a, trans_b):
     assert f"for kk in range(0, {config.bk}, {unroll})" in source
 
 
-def test_the_default_tile_with_two_runs_per_thread_matches_numpy():
+def test_the_default_tile_with_two_runs_per_thread_matches_numpy(tmp_path):
     """A 128 tile gives each thread two runs of 4 rows (and of 4 columns), 64 apart: the
     second run is only reached by shapes past row and column 64."""
-    source = _run("float32", Sgemm(128, 2, True, 4, 2), False, True, M=100, K=5, P=90)
+    source = _run(tmp_path, "float32", Sgemm(128, 2, True, 4, 2), False, True, M=100, K=5, P=90)
     assert "_ua4 = numba.uint64(ty * 4 + 64)" in source and "_ub7 = numba.uint64(tx * 4 + 67)" in source
 
 
@@ -82,6 +89,6 @@ def test_a_configuration_without_runs_or_steps_is_refused():
             CudaModulePrinter("float32", bad)
 
 
-def test_tiled_product_split_over_k_matches_numpy():
+def test_tiled_product_split_over_k_matches_numpy(tmp_path):
     """A long K into a small output splits K over blocks that add their sums atomically."""
-    _run("float64", Sgemm(64, 4, True, 4, 4), True, False, M=20, K=75, P=9, split_k=16)
+    _run(tmp_path, "float64", Sgemm(64, 4, True, 4, 4), True, False, M=20, K=75, P=9, split_k=16)

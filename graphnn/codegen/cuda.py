@@ -42,6 +42,9 @@ from .layout import make_layout
 from .scalar import helpers_source
 
 THREADS = 256
+# every kernel is compiled once per GPU architecture: numba-cuda keeps the machine code beside
+# the cached module (runtime/cache.py), so a new process loads it instead of compiling again
+KERNEL_DECORATOR = "@cuda.jit(cache=True)"
 SPLIT_ROWS = 64          # rows each thread sums in a split (atomic) reduction
 # SGEMM: output tile per block of 16x16 threads (tile/16 x tile/16 sums per thread), the
 # slab of K staged in shared memory per round, whether the next slab is read into
@@ -136,7 +139,7 @@ class CudaModulePrinter(KernelPrinter):
 
     def _signature(self, name, args, comments, extra=()):
         lines = ["", ""] + [f"# {c}" for c in comments]
-        return lines + ["@cuda.jit", f"def {name}({', '.join([*args, 'N', *extra])}):"]
+        return lines + [KERNEL_DECORATOR, f"def {name}({', '.join([*args, 'N', *extra])}):"]
 
     def fused(self, k, name, args):
         lines = self._signature(name, args, k.comments)
@@ -447,7 +450,7 @@ def _bind_rows(kernel, finish, part, *args, outs):
         sums(*outs, n, part)
     return run
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _fill(a, value):
     t = cuda.grid(1)
     if t < a.size:

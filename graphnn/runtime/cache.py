@@ -10,7 +10,8 @@ Three kinds of module live in the cache folder, each named by a hash:
   structure (node lines and structural keys), dtype, options, layout, and the
   versions of graphnn, numba and graphnn's own code-generation sources.
 
-(The CUDA target stores one module per model, ``graphnn_<key>.py``.) The
+(The CUDA target stores one module per model, ``graphnn_<key>.py``; numba-cuda
+caches its compiled kernels, per GPU architecture, beside it in the same way.) The
 folder is put on ``sys.path`` and every module imported with a
 ``sys.modules`` entry, so Numba's own cache (``cache=True``) hits in a new
 process. Files are written atomically (temp file + ``os.replace``) and carry
@@ -282,17 +283,18 @@ def imported_modules(path):
     return re.findall(r"^from (graphnn_[hk]_\w+) import", read_source(path), flags=re.MULTILINE)
 
 
-def import_module(path, rewritten=()):
+def import_module(path, rewritten=(), cuda=False):
     """Import a cached module under a stable name so Numba's cache applies.
 
     ``rewritten``: names of modules just written again (a damaged file replaced);
-    this process drops its copies of them and of ``path`` and imports them anew."""
+    this process drops its copies of them and of ``path`` and imports them anew.
+    ``cuda``: the module holds CUDA kernels (numba-cuda's cache, :func:`_numba_locator`)."""
     name = path.stem
     for stale in rewritten:
         sys.modules.pop(stale, None)
     if not rewritten and name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(path):
         return sys.modules[name]
-    _numba_locator()
+    _numba_locator(cuda)
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -310,34 +312,41 @@ def read_source(path):
 
 
 # -- Numba's cache of the generated modules ----------------------------------------------------
-_LOCATOR = []
+_LOCATOR = []           # the caching modules (numba's, numba-cuda's) given graphnn's locator
+# Numba's caching code (the CPU's, and numba-cuda's copy of it for CUDA kernels): where a load
+# of one of their files fails, :func:`_damaged_numba_files` finds the file in their frames
+_CACHING_MODULES = {"numba.core.caching": os.path.join("numba", "core", "caching.py"),
+                    "numba.cuda.core.caching": os.path.join("numba", "cuda", "core", "caching.py")}
+_NUMBA_CACHING = tuple(_CACHING_MODULES.values())
 
 
-def _numba_locator():
+def _numba_locator(cuda=False):
     """Make Numba keep the cache of every generated module in its cache folder's ``__pycache__``.
 
     Numba tries its cache locators in order (numba/core/caching.py): ``$NUMBA_CACHE_DIR``
     first, then the module's ``__pycache__`` if it can write there, then ``~/.cache/numba``.
     The locator added in front takes the modules of graphnn's cache folders only -- found
-    writable by :func:`_probe` -- and leaves every other function to Numba's own."""
-    if _LOCATOR:
-        return
-    from numba.core import caching
+    writable by :func:`_probe` -- and leaves every other function to Numba's own. With
+    ``cuda``, numba-cuda's cache of CUDA kernels (its own copy of that code) gets one too."""
+    for name in list(_CACHING_MODULES)[:2 if cuda else 1]:
+        if name not in _LOCATOR:
+            with _LOCK:
+                if name not in _LOCATOR:
+                    _add_locator(importlib.import_module(name))
+                    _LOCATOR.append(name)
 
-    class GraphnnCacheLocator(caching.InTreeCacheLocator):
+
+def _add_locator(caching):
+    in_tree = getattr(caching, "InTreeCacheLocator", None) or caching._InTreeCacheLocator
+
+    class GraphnnCacheLocator(in_tree):
         @classmethod
         def from_function(cls, py_func, py_file):
             if os.path.dirname(os.path.abspath(py_file)) not in _NUMBA_FOLDERS:
                 return None
             return super().from_function(py_func, py_file)
 
-    with _LOCK:
-        if not _LOCATOR:
-            caching.CacheImpl._locator_classes.insert(0, GraphnnCacheLocator)
-            _LOCATOR.append(GraphnnCacheLocator)
-
-
-_NUMBA_CACHING = os.path.join("numba", "core", "caching.py")
+    caching.CacheImpl._locator_classes.insert(0, GraphnnCacheLocator)
 
 
 def repairing_numba_cache(run):

@@ -44,7 +44,7 @@ class CompiledModule:
             source += "\n_META = " + repr(_meta_literal(meta, kprogs)) + "\n"
             path = disk.store(key, source, cache_dir)
         self.path = path
-        self.module = disk.import_module(path)
+        self.module = disk.import_module(path, cuda=True)
         self.meta = self.module._META
         self.hyper_order = [n for n, _ in hyper_order]
 
@@ -551,12 +551,15 @@ class Launcher:
         if plan.graph is not None:
             plan.graph.launch(stream=self.cp_stream)
             return
-        if self.cp_stream is None:
+        if plan.runs:
             for launch in plan.launches:
                 launch()
-            return
-        for launch in plan.launches:
-            launch()
+        else:
+            # the first run compiles each kernel, or loads it from numba-cuda's disk cache: a
+            # damaged cache file is set aside and that launch alone is tried again (the load
+            # fails before the kernel is queued, and the launches before it are not repeated)
+            for launch in plan.launches:
+                disk.repairing_numba_cache(launch)
         plan.runs += 1
         if self.graphs and plan.runs == 1:
             plan.graph = self.capture(plan.launches)
@@ -622,11 +625,21 @@ def _loop_kernels(module):
         cuda = module
 
         class Kernels:
-            gather = module.jit(_gather)
-            copy_row = module.jit(_copy_row)
-            record = module.jit(_record)
+            gather = _cached_kernel(module, _gather)
+            copy_row = _cached_kernel(module, _copy_row)
+            record = _cached_kernel(module, _record)
         _LOOP_KERNELS[module] = Kernels
     return _LOOP_KERNELS[module]
+
+
+def _cached_kernel(module, fn):
+    """``fn`` as a kernel whose machine code numba caches on disk (numba's own cache folders:
+    these are graphnn's code, not generated); compiled in each process where numba finds no
+    folder it can write."""
+    try:
+        return module.jit(cache=True)(fn)
+    except RuntimeError:        # "cannot cache function ...: no locator available"
+        return module.jit(fn)
 
 
 def _slices(arrays):
