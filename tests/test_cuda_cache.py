@@ -22,6 +22,7 @@ pytestmark = pytest.mark.cuda
 CHILD_PRELUDE = r'''
 import json, sys, warnings
 from pathlib import Path
+import numpy as np
 np.row_stack = getattr(np, "row_stack", np.vstack)  # numba-cuda 0.30 on numpy 2.5
 from numba import cuda, types
 from numba.cuda.dispatcher import CUDADispatcher
@@ -132,6 +133,7 @@ def test_a_failure_that_is_no_cache_damage_is_raised_at_once(tmp_path):
 
 TRAIN_CHILD = r'''
 import json, sys
+import numpy as np
 np.row_stack = getattr(np, "row_stack", np.vstack)  # numba-cuda 0.30 on numpy 2.5
 import graphnn as gn
 net = gn.lecture.classifier_net()

@@ -54,7 +54,8 @@ def kernel_buffers(k):
 def _rename(k, mapping):
     bases = {sp.IndexedBase(old): sp.IndexedBase(new) for old, new in mapping.items()}
     if isinstance(k, Contract):
-        return replace(k, a=mapping[k.a], b=mapping[k.b], out=mapping[k.out], comment="")
+        epilogue = None if k.epilogue is None else _rename(k.epilogue, mapping)
+        return replace(k, a=mapping[k.a], b=mapping[k.b], out=mapping[k.out], comment="", epilogue=epilogue)
     if isinstance(k, Rows):
         return replace(k, assigns=[(s, e.xreplace(bases)) for s, e in k.assigns],
                        stores=[(t.xreplace(bases), v) for t, v in k.stores],
@@ -69,6 +70,8 @@ def _rename(k, mapping):
 
 
 def _rename_locals(k):
+    if isinstance(k, Contract) and k.epilogue is not None:     # (CUDA) the product's epilogue loop
+        return replace(k, epilogue=_rename_locals(k.epilogue))
     if not isinstance(k, (Fused, Rows)):
         return k
     local = {s: sp.Symbol(f"v{n}", real=True) for n, (s, _) in enumerate(k.assigns)}
@@ -80,9 +83,11 @@ def _rename_locals(k):
                    stores=[(b, v.xreplace(local)) for b, v in k.stores])
 
 
-def canonical_kernel(k):
+def canonical_kernel(k, prefix="a"):
     """(kernel with canonical names, the original buffer names in argument order).
 
+    Buffers are named ``<prefix>0, <prefix>1, ...`` (a prefix no buffer can take: the
+    CPU's ``a``; the CUDA printer's own locals include ``a0``, so it passes another).
     Renaming changes SymPy's argument order (``Add`` sorts its terms by name),
     so the renaming is repeated until the order of first use stops changing;
     two kernels that differ only in names end with the same text.
@@ -93,15 +98,15 @@ def canonical_kernel(k):
     # used and how it is indexed -- or two graphs could settle on different fixed points
     names = original if isinstance(k, Contract) else sorted(original, key=_structure_key(k))
     for _ in range(4):
-        mapping = {name: f"a{n}" for n, name in enumerate(names)}
+        mapping = {name: f"{prefix}{n}" for n, name in enumerate(names)}
         renamed = _rename(k, {old: mapping[old] for old in original})
         order = kernel_buffers(renamed)
-        if order == [f"a{n}" for n in range(len(order))]:
+        if order == [f"{prefix}{n}" for n in range(len(order))]:
             return renamed, names
         # put the buffers in the order the renamed kernel uses them and try again
-        back = {f"a{n}": name for n, name in enumerate(names)}
+        back = {f"{prefix}{n}": name for n, name in enumerate(names)}
         names = [back[a] for a in order]
-    mapping = {name: f"a{n}" for n, name in enumerate(names)}
+    mapping = {name: f"{prefix}{n}" for n, name in enumerate(names)}
     return _rename(k, mapping), names
 
 
