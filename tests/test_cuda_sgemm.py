@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from graphnn.codegen.cuda import FILL, CudaModulePrinter, Sgemm
+from graphnn.codegen.cuda import FILL, SGEMM, CudaModulePrinter, Sgemm
 from graphnn.lower.ir import Contract
 
 pytestmark = pytest.mark.cuda
@@ -59,6 +59,9 @@ def _run(where, dtype, config, trans_a, trans_b, M=70, K=37, P=45, scale=0.5, sp
     ("float32", Sgemm(64, 4, True, 4, 4), False, False),
     ("float32", Sgemm(64, 4, True, 4, 2), True, False),
     ("float64", Sgemm(64, 4, True, 4, 4), False, True),
+    # slabs of 16: operands contiguous along k are staged in runs of 8 k's
+    ("float32", Sgemm(64, 16, True, 4, 4), False, True),
+    ("float64", Sgemm(64, 16, True, 4, 4), True, False),
     # no vectors and no unrolling: the mapping of earlier versions
     ("float32", Sgemm(64, 4, False, 1, 1), True, True),
     # a 32 tile has 2 rows per thread: runs of 4 do not fit and fall back to 1
@@ -92,3 +95,38 @@ def test_a_configuration_without_runs_or_steps_is_refused():
 def test_tiled_product_split_over_k_matches_numpy(tmp_path):
     """A long K into a small output splits K over blocks that add their sums atomically."""
     _run(tmp_path, "float64", Sgemm(64, 4, True, 4, 4), True, False, M=20, K=75, P=9, split_k=16)
+
+
+def _store_conflicts(config, trans_a, trans_b):
+    """The worst shared-memory bank conflict of the slab-staging stores of the printed float32
+    kernel: over every warp and every store ``sa[_ca, _ra]``, ``sb[_rb, _cb]``, the most
+    distinct addresses one of the 32 four-byte banks gets (1: no conflict)."""
+    import re
+    printer = CudaModulePrinter("float32", config)
+    k = Contract(out="o", a="a", b="bb", trans_a=trans_a, trans_b=trans_b, scale=sp.Integer(1))
+    lines, _ = printer.contract(k, "prod", ["a", "bb", "o"])
+    source = "\n".join(lines)
+    index = dict(re.findall(r"^    (_[rc][ab]\d+) = numba\.uint64\((.*)\)$", source, flags=re.MULTILINE))
+    stores = re.findall(r"^        (s[ab])\[(_\w+), (_\w+)\] = _p[ab]\d+$", source, flags=re.MULTILINE)
+    assert stores and index
+    row = int(re.search(r"sa = cuda\.shared\.array\(\(\d+, (\d+)\)", source).group(1))
+    worst = 0
+    for _, first, second in stores:
+        for warp in range(8):
+            banks = {}
+            for tid in range(32 * warp, 32 * warp + 32):
+                address = eval(index[first], {"tid": tid}) * row + eval(index[second], {"tid": tid})
+                banks.setdefault(address % 32, set()).add(address)
+            worst = max(worst, max(len(a) for a in banks.values()))
+    return worst
+
+
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (False, True), (True, False), (True, True)])
+def test_the_default_kernel_stages_its_slabs_without_bank_conflicts(trans_a, trans_b):
+    assert _store_conflicts(SGEMM, trans_a, trans_b) == 1
+
+
+def test_the_bank_conflict_count_can_fail():
+    """Slabs of 4 k's cannot be staged in runs of 8: 4 k's of 8 rows put k and row r + 4, k + 1
+    and row r on one bank -- the count sees it."""
+    assert _store_conflicts(Sgemm(128, 4, True, 4, 4), False, False) == 2

@@ -283,7 +283,8 @@ class CudaModulePrinter(KernelPrinter):
                                              f"slabs of {bk}{', prefetched' if cfg.prefetch else ''})"],
                                 extra=("chunk", "split"))
         # shared slabs, both indexed [k, row-or-column]; 4 columns of padding keep the
-        # transposing stores of A free of bank conflicts
+        # transposing stores of A (and of a transposed B) free of bank conflicts (with runs
+        # of 8 k's, below), and each row 16-byte aligned for the vector reads
         lines += [
             f"    sa = cuda.shared.array(({bk}, {tile + 4}), dtype=_NT)",
             f"    sb = cuda.shared.array(({bk}, {tile + 4}), dtype=_NT)",
@@ -301,6 +302,18 @@ class CudaModulePrinter(KernelPrinter):
         ]
         lines += [f"    acc{i}{j} = _F(0.0)" for i in range(sub) for j in range(sub)]
 
+        # an operand contiguous along k (A, or B transposed) is staged by runs of ``run`` k's:
+        # a warp reads 8 k's of 4 rows (four 32-byte sectors, as 16 k's of 2 rows would) and
+        # stores them across the slab's rows, where 4 + 8 * i lands on 32 different banks
+        # (16 k's of 2 rows put k and k + 8 on one bank: a 2-way conflict, padding being 4)
+        run = 8 if bk % 8 == 0 else bk
+
+        def along_k(e):
+            """(k, row-or-column) of the slab element ``e`` of an operand contiguous along k."""
+            if run == bk:
+                return f"{e} % {bk}", f"{e} // {bk}"
+            return f"{e} // {run * tile} * {run} + {e} % {run}", f"{e} // {run} % {tile}"
+
         def slab_reads(k0):
             """(row, column) of each staged element in the slab at k0, and its global read."""
             out = []
@@ -308,8 +321,8 @@ class CudaModulePrinter(KernelPrinter):
                 e = f"(tid + {q * 256})"
                 # A's slab is tile x bk (rows x k), B's bk x tile (k x columns): walk the axis
                 # that is contiguous in memory fastest
-                ra, ca = (f"{e} % {tile}", f"{e} // {tile}") if k.trans_a else (f"{e} // {bk}", f"{e} % {bk}")
-                rb, cb = (f"{e} % {bk}", f"{e} // {bk}") if k.trans_b else (f"{e} // {tile}", f"{e} % {tile}")
+                ra, ca = (f"{e} % {tile}", f"{e} // {tile}") if k.trans_a else along_k(e)[::-1]
+                rb, cb = along_k(e) if k.trans_b else (f"{e} // {tile}", f"{e} % {tile}")
                 out.append((ra, ca, f"{a_at(f'row0 + _ra{q}', f'{k0} + _ca{q}')} "
                                     f"if row0 + _ra{q} < M and {k0} + _ca{q} < k_hi else _F(0.0)",
                             rb, cb, f"{b_at(f'{k0} + _rb{q}', f'col0 + _cb{q}')} "
