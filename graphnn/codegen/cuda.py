@@ -81,6 +81,7 @@ def _decode(indices, shape, flat="_t"):
 CANONICAL, PLACEHOLDER, EPILOGUE = "_buf", "_KERNEL", "_EPILOGUE_LAUNCH"
 _CANONICAL_RE = re.compile(rf"\b{CANONICAL}(\d+)\b")
 _PLACEHOLDER_RE = re.compile(rf"\b{PLACEHOLDER}(?=_|\b)")
+_EPILOGUE_RE = re.compile(rf"\b{EPILOGUE}\b")
 
 
 def _with_comments(canonical, k):
@@ -412,12 +413,17 @@ class CudaModulePrinter(KernelPrinter):
         first = self._printed.setdefault(key, name)
 
         def named(line):
+            # each token is matched whole and starts with "_", which no buffer name does
+            # (lower/passes.py): a graph name that contains one is never rewritten
             if line.lstrip().startswith("#"):       # comments name graph nodes: kept as printed
-                return line.replace(PLACEHOLDER, name)
+                return _PLACEHOLDER_RE.sub(name, line)
             line = _PLACEHOLDER_RE.sub(first, line)
             line = _CANONICAL_RE.sub(lambda m: names[int(m.group(1))], line)
-            return line.replace(EPILOGUE, epilogue) if epilogue else line
-        launch = [named(line) for line in launch]
+            return line
+        if epilogue:        # (the epilogue's launch, already named, goes in last)
+            launch = [_EPILOGUE_RE.sub(lambda m: epilogue, named(line)) for line in launch]
+        else:
+            launch = [named(line) for line in launch]
         if first != name:
             return pre + ["", "", f"# {name}: the kernel {first} again, on {', '.join(names)}"], launch
         return pre + [named(line) for line in src], launch
@@ -499,14 +505,15 @@ def _bind_contract(kernel, a, b, out, trans_a, trans_b, scale, N, extra=(), epil
     chunk = (chunk + SGEMM_BK - 1) // SGEMM_BK * SGEMM_BK
     split = (K + chunk - 1) // chunk if K else 1
     launch = _configure(kernel, (tiles[0], tiles[1], split), (16, 16), _STREAM)
+    operands = (a, out) if a is b else (a, b, out)     # a @ a.T: the kernel takes a once
     if split == 1:
-        return lambda: launch(a, b, out, *extra, N, chunk, split)
+        return lambda: launch(*operands, *extra, N, chunk, split)
     fill = _configure(_fill, _blocks(out.size), THREADS, _STREAM)
     flat = out.reshape(out.size)
 
     def run():
         fill(flat, _F(0.0))
-        launch(a, b, out, *extra, N, chunk, split)
+        launch(*operands, *extra, N, chunk, split)
         if epilogue is not None:
             epilogue()
     return run

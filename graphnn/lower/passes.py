@@ -38,8 +38,10 @@ RESERVED = {"np", "math", "N", "prange", "njit", "cuda", "params", "state", "wor
             "fast_tanh", "fast_erf", "fast_exp", "_from_bits", "_types", "_intrinsic", "sa", "sb", "tx", "ty", "tid", "row0", "col0",
             "M", "P", "K", "e", "r", "c", "k0", "kk", "k_lo", "k_hi", "chunk", "split", "THREADS",
             "SPLIT_K", "SGEMM_TILE", "SGEMM_BK", "nan_max", "kn", "extra", "epilogue"}
-# loop indices, temporaries and accumulators: i0, r1, c2, _l3, _acc0, a0, b1, acc01 ...
-GENERATED = re.compile(r"^(v_.*|(i|r|c|a|b|k|v|acc|_\w*)\d*)$")
+# loop indices, temporaries and accumulators: i0, r1, c2, _l3, _acc0, a0, b1, acc01 ...; and
+# the CUDA module's kernels (step_k3, step_k3_epilogue, step_k3_at, step_k3_finish): a program
+# binds its buffers as locals and can launch another program's kernel (a shared loop nest)
+GENERATED = re.compile(r"^(v_.*|(i|r|c|a|b|k|v|acc|_\w*)\d*|\w+_k\d+(_epilogue|_at|_finish)*)$")
 
 
 class GroupKind(Enum):

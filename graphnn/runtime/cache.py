@@ -332,7 +332,12 @@ def _numba_locator(cuda=False):
         if name not in _LOCATOR:
             with _LOCK:
                 if name not in _LOCATOR:
-                    _add_locator(importlib.import_module(name))
+                    try:
+                        caching = importlib.import_module(name)
+                    except ImportError:     # numba's own numba.cuda (no numba-cuda): Numba's list serves
+                        caching = None
+                    if caching is not None:
+                        _add_locator(caching)
                     _LOCATOR.append(name)
 
 
