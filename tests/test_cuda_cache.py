@@ -55,6 +55,36 @@ print(json.dumps({"loaded": repr(got), "index_left": index.exists(),
 '''
 
 
+UNSAVED_CHILD = CHILD_PRELUDE + r'''
+import threading
+from numba.cuda import codegen
+codegen.JITCUDACodegen.magic_tuple = lambda self: ("no GPU", (9, 0))
+(name, kernel), (_, other) = sorted(kernels.items())[:2]
+
+
+class Compiled:     # what numba-cuda saves after a compile, holding something no pickle takes
+    codegen = codegen.JITCUDACodegen("graphnn")
+
+    def _reduce_states(self):
+        return {"lock": threading.Lock()}
+
+
+calls = []
+
+
+def compile_and_save():
+    calls.append(1)
+    kernel._cache.save_overload(types.void(types.float32[::1]), Compiled())
+
+
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    disk.repairing_numba_cache(compile_and_save)
+print(json.dumps({"calls": len(calls), "enabled": kernel._cache._enabled, "other": other._cache._enabled,
+                  "warnings": [str(w.message) for w in caught]}))
+'''
+
+
 def _cuda_module(tmp_path):
     """A CUDA training step's generated module, printed under the simulator into ``tmp_path``."""
     net = gn.lecture.classifier_net()
@@ -93,6 +123,16 @@ def test_a_damaged_kernel_cache_file_is_set_aside_and_loaded_again(tmp_path):
     got = _child(DAMAGED_CHILD, tmp_path / "cache", compiled.path)
     assert got["loaded"] == "None" and got["set_aside"] and not got["index_left"], got
     assert any("is damaged" in w and ".nbi" in w for w in got["warnings"]), got
+
+
+def test_a_kernel_whose_cache_cannot_be_written_runs_uncached(tmp_path):
+    """numba-cuda's own save path fails (here: a compiled kernel it cannot pickle): that
+    kernel's cache is turned off with a warning and the launch is made again; the other
+    kernels keep theirs."""
+    compiled = _cuda_module(tmp_path / "cache")
+    got = _child(UNSAVED_CHILD, tmp_path / "cache", compiled.path)
+    assert got["calls"] == 2 and got["enabled"] is False and got["other"] is True, got
+    assert any("could not write its cache" in w and "lock" in w for w in got["warnings"]), got
 
 
 def test_a_plan_s_first_run_repairs_a_launch_without_repeating_the_launches_before_it(tmp_path):

@@ -123,6 +123,29 @@ def test_numba_cache_of_generated_modules_stays_in_the_graphnn_folder(tmp_path):
     assert stat.S_IMODE(os.stat(cache).st_mode) == 0o700
 
 
+FULL_DISK = r"""
+import errno
+from numba.core import caching
+def _no_space(self, *args, **kwargs):     # every write of Numba's cache fails, as on a full disk
+    raise OSError(errno.ENOSPC, "No space left on device")
+caching.IndexDataCacheFile.save = _no_space
+"""
+
+
+def test_numba_cache_files_that_cannot_be_written_leave_the_functions_compiled(tmp_path):
+    """A full disk (every write of Numba's cache fails) after graphnn's folder was found
+    writable: each function is compiled and used, with a warning that it is not kept."""
+    cache = tmp_path / "cache"
+    done = subprocess.run([PYTHON, "-c", FULL_DISK + CHILD], capture_output=True, text=True, timeout=240,
+                          env=subprocess_env(GRAPHNN_CACHE_DIR=cache))
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["reference_error"] < 1e-12, report
+    warned = [line for line in done.stderr.splitlines() if "could not write its cache" in line]
+    assert warned and all("No space left on device" in line for line in warned), done.stderr[-3000:]
+    assert numba_files(cache) == []
+
+
 # -- the process killed while it compiles -------------------------------------------------------
 def test_a_compile_killed_at_random_points_leaves_a_usable_cache(tmp_path):
     rng = random.Random(20240611)

@@ -355,21 +355,57 @@ def _add_locator(caching):
 
 
 def repairing_numba_cache(run):
-    """``run()``; where it fails because Numba could not load one of its cache files (``*.nbi``,
-    ``*.nbc``) of a generated module -- truncated, overwritten, from a crashed disk -- that file
-    is moved aside (to ``<name>.corrupt``), a warning names it, and ``run()`` is called again:
-    Numba then compiles that function anew and writes its cache again."""
-    repaired = set()
+    """``run()``, where Numba's cache of a generated module fails it:
+
+    * Numba could not load one of its cache files (``*.nbi``, ``*.nbc``) -- truncated,
+      overwritten, from a crashed disk: that file is moved aside (to ``<name>.corrupt``), a
+      warning names it, and ``run()`` is called again; Numba compiles that function anew and
+      writes its cache again;
+    * Numba could not write one (a full disk, a folder made read-only since, a compiled
+      function it cannot pickle): that function's cache is turned off for this process, a
+      warning says why, and ``run()`` is called again; the function is compiled and used,
+      only not kept for the next process.
+
+    ``run`` must be safe to call again after such a failure (it failed before it ran the
+    function: a scratch call, one launch)."""
+    repaired, turned_off = set(), set()
     while True:
         try:
             return run()
         except Exception as exc:
             damaged = [(f, cause) for f, cause in _damaged_numba_files(exc) if f not in repaired]
-            if not damaged:
+            unsaved = [c for c in _unsaved_caches(exc) if id(c) not in turned_off]
+            if not damaged and not unsaved:
                 raise
             for f, cause in damaged:
                 repaired.add(f)
                 _set_aside(f, cause)
+            for cache in unsaved:
+                turned_off.add(id(cache))
+                cache.disable()
+                warnings.warn(f"graphnn: Numba could not write its cache of {cache._name} in "
+                              f"{cache._cache_path} ({type(exc).__name__}: {str(exc)[:200]}); that "
+                              f"function is compiled in this process without being kept",
+                              RuntimeWarning, stacklevel=2)
+
+
+def _unsaved_caches(exc):
+    """Numba's caches (of graphnn's modules) that were writing when ``exc``, or an exception it
+    chains, was raised."""
+    found, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        tb = exc.__traceback__
+        while tb is not None:
+            code = tb.tb_frame.f_code
+            if code.co_filename.endswith(_NUMBA_CACHING) and code.co_name == "_save_overload":
+                cache = tb.tb_frame.f_locals.get("self")
+                path = getattr(cache, "_cache_path", None)
+                if path and os.path.dirname(os.path.abspath(path)) in _NUMBA_FOLDERS and cache not in found:
+                    found.append(cache)
+            tb = tb.tb_next
+        exc = exc.__cause__ or exc.__context__
+    return found
 
 
 def _damaged_numba_files(exc):
