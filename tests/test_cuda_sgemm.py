@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from graphnn.codegen.cuda import FILL, SGEMM, CudaModulePrinter, Sgemm
+from graphnn.codegen.cuda import DGEMM, FILL, SGEMM, CudaModulePrinter, Sgemm
 from graphnn.lower.ir import Contract
 
 pytestmark = pytest.mark.cuda
@@ -61,7 +61,7 @@ def _run(where, dtype, config, trans_a, trans_b, M=70, K=37, P=45, scale=0.5, sp
     ("float64", Sgemm(64, 4, True, 4, 4), False, True),
     # slabs of 16: operands contiguous along k are staged in runs of 8 k's
     ("float32", Sgemm(64, 16, True, 4, 4), False, True),
-    ("float64", Sgemm(64, 16, True, 4, 4), True, False),
+    ("float64", Sgemm(64, 16, True, 4, 4), False, True),     # runs of 4 k's in float64
     # no vectors and no unrolling: the mapping of earlier versions
     ("float32", Sgemm(64, 4, False, 1, 1), True, True),
     # a 32 tile has 2 rows per thread: runs of 4 do not fit and fall back to 1
@@ -97,12 +97,13 @@ def test_tiled_product_split_over_k_matches_numpy(tmp_path):
     _run(tmp_path, "float64", Sgemm(64, 4, True, 4, 4), True, False, M=20, K=75, P=9, split_k=16)
 
 
-def _store_conflicts(config, trans_a, trans_b):
-    """The worst shared-memory bank conflict of the slab-staging stores of the printed float32
-    kernel: over every warp and every store ``sa[_ca, _ra]``, ``sb[_rb, _cb]``, the most
-    distinct addresses one of the 32 four-byte banks gets (1: no conflict)."""
+def _store_conflicts(config, trans_a, trans_b, dtype="float32"):
+    """The worst shared-memory bank conflict of the slab-staging stores of the printed kernel:
+    over every warp and every store ``sa[_ca, _ra]``, ``sb[_rb, _cb]``, the most distinct
+    addresses one of the 32 four-byte banks gets (1: no conflict). A float64 store is served
+    a half-warp at a time, each 8-byte element on a pair of banks: 16 pairs per half-warp."""
     import re
-    printer = CudaModulePrinter("float32", config)
+    printer = CudaModulePrinter(dtype, config)
     k = Contract(out="o", a="a", b="bb", trans_a=trans_a, trans_b=trans_b, scale=sp.Integer(1))
     lines, _ = printer.contract(k, "prod", ["a", "bb", "o"])
     source = "\n".join(lines)
@@ -110,23 +111,29 @@ def _store_conflicts(config, trans_a, trans_b):
     stores = re.findall(r"^        (s[ab])\[(_\w+), (_\w+)\] = _p[ab]\d+$", source, flags=re.MULTILINE)
     assert stores and index
     row = int(re.search(r"sa = cuda\.shared\.array\(\(\d+, (\d+)\)", source).group(1))
+    lanes, banks_of = (32, 32) if dtype == "float32" else (16, 16)
     worst = 0
     for _, first, second in stores:
-        for warp in range(8):
+        for group in range(256 // lanes):
             banks = {}
-            for tid in range(32 * warp, 32 * warp + 32):
+            for tid in range(lanes * group, lanes * group + lanes):
                 address = eval(index[first], {"tid": tid}) * row + eval(index[second], {"tid": tid})
-                banks.setdefault(address % 32, set()).add(address)
+                banks.setdefault(address % banks_of, set()).add(address)
             worst = max(worst, max(len(a) for a in banks.values()))
     return worst
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (False, True), (True, False), (True, True)])
-def test_the_default_kernel_stages_its_slabs_without_bank_conflicts(trans_a, trans_b):
-    assert _store_conflicts(SGEMM, trans_a, trans_b) == 1
+def test_the_default_kernel_stages_its_slabs_without_bank_conflicts(trans_a, trans_b, dtype):
+    assert _store_conflicts(SGEMM if dtype == "float32" else DGEMM, trans_a, trans_b, dtype) == 1
 
 
 def test_the_bank_conflict_count_can_fail():
     """Slabs of 4 k's cannot be staged in runs of 8: 4 k's of 8 rows put k and row r + 4, k + 1
     and row r on one bank -- the count sees it."""
     assert _store_conflicts(Sgemm(128, 4, True, 4, 4), False, False) == 2
+    # and in float64: slabs of 2 k's, 2 k's of 8 rows per half-warp, k and row r + 4 and
+    # k + 1 and row r on one bank pair
+    assert _store_conflicts(Sgemm(64, 4, True, 4, 4), False, False, "float64") == 1
+    assert _store_conflicts(Sgemm(128, 2, True, 4, 4), False, False, "float64") == 2

@@ -303,11 +303,14 @@ class CudaModulePrinter(KernelPrinter):
         ]
         lines += [f"    acc{i}{j} = _F(0.0)" for i in range(sub) for j in range(sub)]
 
-        # an operand contiguous along k (A, or B transposed) is staged by runs of ``run`` k's:
-        # a warp reads 8 k's of 4 rows (four 32-byte sectors, as 16 k's of 2 rows would) and
-        # stores them across the slab's rows, where 4 + 8 * i lands on 32 different banks
-        # (16 k's of 2 rows put k and k + 8 on one bank: a 2-way conflict, padding being 4)
-        run = 8 if bk % 8 == 0 else bk
+        # an operand contiguous along k (A, or B transposed) is staged by runs of ``run`` k's,
+        # one 32-byte sector of each row: a warp reads 8 floats of 4 rows (or 4 doubles of 8)
+        # and stores them across the slab's rows, where a row is 4 elements of padding apart:
+        # float32 lands on 32 different banks, float64 on 16 different bank pairs per
+        # half-warp (16 k's of 2 rows put k and k + 8 on one bank: a 2-way conflict, and 4-way
+        # in float64)
+        run = 32 // np.dtype(self.dtype).itemsize
+        run = run if bk % run == 0 else bk
 
         def along_k(e):
             """(k, row-or-column) of the slab element ``e`` of an operand contiguous along k."""
