@@ -14,7 +14,6 @@ not memory, limits it. It counts the slab's 128-bit shared-memory loads too.
 Times need a GPU: benchmarks/sgemm_sweep.py.
 """
 import argparse
-import collections
 import glob
 import importlib.util
 import os
@@ -33,9 +32,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 import graphnn as gn  # noqa: E402
-from graphnn.codegen.cuda import DGEMM, SGEMM, Sgemm, print_model  # noqa: E402
-from graphnn.lower import Contract, lower  # noqa: E402
-from graphnn.lower.canonical import kernel_buffers  # noqa: E402
+from graphnn.codegen.cuda import DGEMM, SGEMM, Sgemm, kernel_signatures, print_model  # noqa: E402
+from graphnn.lower import lower  # noqa: E402
 from graphnn.lower.target import CUDA_PASSES, run_passes  # noqa: E402
 
 
@@ -74,11 +72,8 @@ def product_ptx(dtype, config, where, activation=None):
     spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    n, k = next((n, k) for n, k in enumerate(kprog.kernels) if isinstance(k, Contract))
-    numba_dtype = getattr(types, dtype)
-    args = [types.Array(numba_dtype, max(len(kprog.buffers[b].shape), 1), "C") for b in kernel_buffers(k)]
-    args += [types.int64] * 3
-    ptx, _ = cuda.compile_ptx(getattr(module, f"forward_k{n}").py_func, types.void(*args), cc=(9, 0))
+    name, args = next((name, args) for name, args, kind in kernel_signatures(kprog, source) if kind == "product")
+    ptx, _ = cuda.compile_ptx(getattr(module, name).py_func, types.void(*args), cc=(9, 0))
     return ptx
 
 

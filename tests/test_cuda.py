@@ -97,8 +97,8 @@ import numpy as np
 np.row_stack = getattr(np, "row_stack", np.vstack)  # numba-cuda 0.30 on numpy 2.5
 from numba import cuda, types
 import graphnn as gn
-from graphnn.lower import lower, Contract, Rows
-from graphnn.codegen.cuda import CudaModulePrinter, print_model, kernel_buffers
+from graphnn.lower import lower
+from graphnn.codegen.cuda import CudaModulePrinter, print_model, kernel_signatures
 import numba.cuda.dispatcher as dispatcher
 
 class _Hopper:  # device functions ask the current device for its compute capability
@@ -131,44 +131,23 @@ open(path, "w").write(source)
 spec = importlib.util.spec_from_file_location("ptx_module", path)
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
-def array(kprog, name, flat=()):
-    return types.Array(types.float32, 1 if name in flat else max(len(kprog.buffers[name].shape), 1), "C")
-
-checked, bad, rows, epilogues = 0, [], 0, 0
+checked, bad, rows, epilogues, products = 0, [], 0, 0, 0
 for kprog in kprogs:
-    for n, k in enumerate(kprog.kernels):
-        flat = set(k.flat or ()) if isinstance(k, Rows) else set()
-        args = [array(kprog, b, flat) for b in kernel_buffers(k)]
-        args.append(types.int64)
-        if isinstance(k, Contract):
-            args += [types.int64, types.int64]
-        kernels = [(f"{kprog.name}_k{n}", args)]
-        if isinstance(k, Contract):
+    for name, signature, kind in kernel_signatures(kprog, source):
+        rows += kind == "rows"
+        epilogues += kind == "epilogue"
+        if kind == "product":
             # the tiled product is one template (its compile takes ~10 s): one of them, the
             # first with an epilogue (a device function inside it), plus every epilogue's kernel
-            if k.epilogue is None or epilogues:
-                kernels = []
-            if k.epilogue is not None:
-                epilogues += 1
-                kernels.append((f"{kprog.name}_k{n}_epilogue",
-                                [array(kprog, b) for b in kernel_buffers(k.epilogue)] + [types.int64]))
-        if isinstance(k, Rows):
-            rows += 1
-            if k.sums:     # the block partials, and the kernel adding them
-                part = types.Array(types.float32, 2, "C")
-                outs = list(dict.fromkeys(str(t.base.label) for t, _ in k.sums))
-                kernels = [(f"{kprog.name}_k{n}", args + [part]),
-                           (f"{kprog.name}_k{n}_finish", [array(kprog, b) for b in outs] + [types.int64, part])]
-        for name, signature in kernels:
-            if not hasattr(module, name):       # a kernel printed once under another name: checked there
-                assert f"# {name.removesuffix('_finish')}: the kernel " in source, name
+            if products or not hasattr(module, f"{name}_at"):
                 continue
-            found = float64_instructions(getattr(module, name).py_func, types.void(*signature))
-            checked += 1
-            if found:
-                bad.append(f"{name}: {found[:3]}")
+            products += 1
+        found = float64_instructions(getattr(module, name).py_func, types.void(*signature))
+        checked += 1
+        if found:
+            bad.append(f"{name}: {found[:3]}")
 assert rows, "the step has no row pass to check"
-assert epilogues, "no product has an epilogue to check"
+assert epilogues and products, "no product has an epilogue to check"
 print("checked", checked)
 assert not bad, "float64 in float32 device code:\n" + "\n".join(bad)
 print("PTX-OK")

@@ -284,8 +284,8 @@ class CudaModulePrinter(KernelPrinter):
                                              f"slabs of {bk}{', prefetched' if cfg.prefetch else ''})"],
                                 extra=("chunk", "split"))
         # shared slabs, both indexed [k, row-or-column]; 4 columns of padding keep the
-        # transposing stores of A (and of a transposed B) free of bank conflicts (with runs
-        # of 8 k's, below), and each row 16-byte aligned for the vector reads
+        # transposing stores of A (and of a transposed B) free of bank conflicts (staged by
+        # runs of one 32-byte sector, below), and each row 16-byte aligned for the vector reads
         lines += [
             f"    sa = cuda.shared.array(({bk}, {tile + 4}), dtype=_NT)",
             f"    sb = cuda.shared.array(({bk}, {tile + 4}), dtype=_NT)",
@@ -538,6 +538,45 @@ def _fill(a, value):
     if t < a.size:
         a[t] = value
 '''
+
+
+def kernel_signatures(kprog, source):
+    """``[(name, argument types, kind)]``: each kernel that program ``kprog`` launches, once,
+    under the name the printed module ``source`` defines it by (a repeated loop nest is the
+    kernel printed first: :meth:`CudaModulePrinter.shared_kernel`), with its numba argument
+    types, as the host function passes them. ``kind``: ``"product"``, ``"epilogue"``,
+    ``"rows"``, ``"finish"`` (a row pass's sums) or ``"loop"``. For compiling the kernels
+    without a GPU (``cuda.compile_ptx``)."""
+    from numba import types
+    again = dict(re.findall(r"^# (\w+): the kernel (\w+) again", source, flags=re.MULTILINE))
+    scalar = getattr(types, kprog.dtype)
+
+    def array(name, flat=()):
+        return types.Array(scalar, 1 if name in flat else max(len(kprog.buffers[name].shape), 1), "C")
+    out, seen = [], set()
+
+    def add(name, args, kind):
+        base = name.removesuffix("_finish")
+        name = again.get(base, base) + name[len(base):]
+        if name not in seen:
+            seen.add(name)
+            out.append((name, args, kind))
+    for n, k in enumerate(kprog.kernels):
+        name = f"{kprog.name}_k{n}"
+        flat = set(k.flat or ()) if isinstance(k, Rows) else set()
+        args = [array(b, flat) for b in kernel_buffers(k)] + [types.int64]
+        if isinstance(k, Contract):
+            add(name, args + [types.int64, types.int64], "product")
+            if k.epilogue is not None:
+                add(f"{name}_epilogue", [array(b) for b in kernel_buffers(k.epilogue)] + [types.int64], "epilogue")
+        elif isinstance(k, Rows) and k.sums:
+            part = types.Array(scalar, 2, "C")
+            outs = list(dict.fromkeys(str(t.base.label) for t, _ in k.sums))
+            add(name, args + [part], "rows")
+            add(f"{name}_finish", [array(b) for b in outs] + [types.int64, part], "finish")
+        else:
+            add(name, args, "rows" if isinstance(k, Rows) else "loop")
+    return out
 
 
 def print_model(kprogs, dtype, title, param_order, state_order, hyper_order, sgemm=None):
