@@ -6,6 +6,7 @@ shapes (no dimension a multiple of the tile or the slab), with every transpose, 
 kernel printed alone -- no graph around it, so a wrong index cannot hide behind another
 kernel.
 """
+import ast
 import importlib.util
 
 import numpy as np
@@ -90,6 +91,29 @@ def test_a_configuration_without_runs_or_steps_is_refused():
     for bad in (Sgemm(64, 16, True, 0, 4), Sgemm(64, 16, True, 4, 0)):
         with pytest.raises(ValueError, match="vec and unroll must be at least 1"):
             CudaModulePrinter("float32", bad)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_product_kernel_body_has_no_branch(dtype):
+    """numba's SSA, liveness, typing and lowering passes take time in blocks x variables, and
+    each branch is blocks: a 128x128 product whose bounds-checked reads and stores were
+    written out in the kernel had 260 blocks and took 7.6 s to compile to PTX. The reads
+    (``_tile_load``) and the stores, one row of a thread's sums per call (bounds, split K's
+    atomic add, the epilogue), are device functions that NVVM inlines: the kernel keeps only
+    its loops (2.7 s; the machine code is the same: benchmarks/sgemm_sass.py)."""
+    config = SGEMM if dtype == "float32" else DGEMM
+    printer = CudaModulePrinter(dtype, config)
+    k = Contract(out="o", a="a", b="bb", trans_a=False, trans_b=True, scale=sp.Integer(1))
+    lines, _ = printer.contract(k, "prod", ["a", "bb", "o"])
+    tree = ast.parse("\n".join(lines))
+    kernel = next(f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "prod")
+    assert not [n for n in ast.walk(kernel) if isinstance(n, (ast.If, ast.IfExp, ast.BoolOp))]
+    calls = [n.func.id for n in ast.walk(kernel) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+    sub, per = config.tile // 16, config.tile * config.bk // 256
+    assert calls.count("prod_row") == sub and "prod_at" not in calls
+    assert calls.count("_tile_load") == 2 * 2 * per        # A and B, the first slabs and the next
+    functions = {f.name for f in tree.body if isinstance(f, ast.FunctionDef)}
+    assert {"prod_at", "prod_row"} <= functions
 
 
 def test_tiled_product_split_over_k_matches_numpy(tmp_path):

@@ -100,7 +100,7 @@ def _total(shape):
 
 # identifiers the CUDA module uses itself: module globals, launch helpers, SGEMM locals
 MODULE_NAMES = {"math", "numba", "np", "cuda", "_F", "_NT", "THREADS", "SGEMM_TILE", "SGEMM_BK", "_GEMM", "_STREAM", "_blocks",
-                "_bind", "_bind_contract", "_bind_rows", "_fill", "SPLIT_K", "_configure", "N", "b", "min", "max", "abs", "range", "int", "float"}
+                "_bind", "_bind_contract", "_bind_rows", "_fill", "_tile_load", "SPLIT_K", "_configure", "N", "b", "min", "max", "abs", "range", "int", "float"}
 SGEMM_LOCALS = {"sa", "sb", "tx", "ty", "tid", "row0", "col0", "M", "P", "K", "e", "r", "c", "k0", "kk", "kn",
                 "k_lo", "k_hi", "chunk", "split", "_v", "extra", "epilogue"}
 
@@ -142,6 +142,14 @@ class CudaModulePrinter(KernelPrinter):
                  "", "def _blocks(n):", "    return max((n + THREADS - 1) // THREADS, 1)"]
         for h in helpers_source():
             lines += ["", "", "@cuda.jit(device=True)", h.rstrip()]
+        # a tiled product's staged read: a device function, so the kernel itself has no branch
+        # per read (numba's SSA and liveness passes take time in blocks x variables: with the
+        # reads' and stores' branches written out, a 128x128 product had 260 blocks and took
+        # 7.5 s to compile; NVVM inlines the function, the machine code is the same)
+        lines += ["", "", "# one element of a product's operand, 0 outside it (at a tile's edge)",
+                  "@cuda.jit(device=True)", "def _tile_load(x, i, j, ilim, jlim):",
+                  "    if i < ilim and j < jlim:", "        return x[numba.uint64(i), numba.uint64(j)]",
+                  "    return _F(0.0)"]
         return lines
 
     # -- kernels -----------------------------------------------------------------
@@ -276,8 +284,10 @@ class CudaModulePrinter(KernelPrinter):
         # (a compare and a select per access, which the compilers keep in the inner loop; with
         # unsigned indices the 64 FMAs of a step of k take 93 instructions instead of 175)
         u = "numba.uint64"
-        a_at = (lambda r, c: f"{k.a}[{u}({c}), {u}({r})]") if k.trans_a else (lambda r, c: f"{k.a}[{u}({r}), {u}({c})]")
-        b_at = (lambda r, c: f"{k.b}[{u}({c}), {u}({r})]") if k.trans_b else (lambda r, c: f"{k.b}[{u}({r}), {u}({c})]")
+
+        def load(x, trans, r, c, r_lim, c_lim):
+            """Element (r, c) of operand x, or of its transpose, 0 outside (r_lim, c_lim)."""
+            return f"_tile_load({x}, {c}, {r}, {c_lim}, {r_lim})" if trans else f"_tile_load({x}, {r}, {c}, {r_lim}, {c_lim})"
         inner = f"{k.a}.shape[0]" if k.trans_a else f"{k.a}.shape[1]"
         scale = self.printer.doprint(k.scale)
         lines = self._signature(name, args, [k.comment + f"  (tiled SGEMM {tile}x{tile}, {sub}x{sub} per thread, "
@@ -327,10 +337,8 @@ class CudaModulePrinter(KernelPrinter):
                 # that is contiguous in memory fastest
                 ra, ca = (f"{e} % {tile}", f"{e} // {tile}") if k.trans_a else along_k(e)[::-1]
                 rb, cb = along_k(e) if k.trans_b else (f"{e} // {tile}", f"{e} % {tile}")
-                out.append((ra, ca, f"{a_at(f'row0 + _ra{q}', f'{k0} + _ca{q}')} "
-                                    f"if row0 + _ra{q} < M and {k0} + _ca{q} < k_hi else _F(0.0)",
-                            rb, cb, f"{b_at(f'{k0} + _rb{q}', f'col0 + _cb{q}')} "
-                                    f"if {k0} + _rb{q} < k_hi and col0 + _cb{q} < P else _F(0.0)"))
+                out.append((ra, ca, load(k.a, k.trans_a, f"row0 + _ra{q}", f"{k0} + _ca{q}", "M", "k_hi"),
+                            rb, cb, load(k.b, k.trans_b, f"{k0} + _rb{q}", f"col0 + _cb{q}", "k_hi", "P")))
             return out
 
         reads = slab_reads("k0")
@@ -344,10 +352,12 @@ class CudaModulePrinter(KernelPrinter):
 
         mul = ["cuda.syncthreads()", f"for kk in range(0, {bk}, {unroll}):"]
         for step in range(unroll):
-            mul += [f"    _k = {u}(kk + {step})"]
-            mul += [f"    a{i} = sa[_k, _ua{i}]" for i in range(sub)]
-            mul += [f"    b{j} = sb[_k, _ub{j}]" for j in range(sub)]
-            mul += [f"    acc{i}{j} += a{i} * b{j}" for i in range(sub) for j in range(sub)]
+            # each step's names are its own: a name assigned once needs no SSA repair in numba
+            mul += [f"    _k{step} = {u}(kk + {step})"]
+            mul += [f"    _a{step}_{i} = sa[_k{step}, _ua{i}]" for i in range(sub)]
+            mul += [f"    _b{step}_{j} = sb[_k{step}, _ub{j}]" for j in range(sub)]
+            mul += [f"    acc{i}{j} = cuda.fma(_a{step}_{i}, _b{step}_{j}, acc{i}{j})"
+                    for i in range(sub) for j in range(sub)]
         mul += ["cuda.syncthreads()"]
         if cfg.prefetch:
             # the first slabs staged before the loop; in the loop, the next slabs go to
@@ -368,9 +378,10 @@ class CudaModulePrinter(KernelPrinter):
             lines += [f"        sa[_ca{q}, _ra{q}] = {va}" for q, (_, _, va, _, _, _) in enumerate(reads)]
             lines += [f"        sb[_rb{q}, _cb{q}] = {vb}" for q, (_, _, _, _, _, vb) in enumerate(reads)]
             lines += ["        " + m for m in mul]
-        # the epilogue (bias, activation, ...) as a device function of (row, column, value)
-        finish = f"{k.out}[r, c] = {{}}"
-        extra, launch_extra, pre = [], "", []
+        # each element goes out through a device function of (row, column, value): the bounds,
+        # the atomic add of a product summed over blocks (split K), and the epilogue (bias,
+        # activation, ...) or the plain store
+        extra, launch_extra, params, pre = [], "", [], []
         if k.epilogue is not None:
             # the kernel's arguments beyond the product's; the device function takes every
             # buffer the loop reads or writes (the product's operands too: a residual adds
@@ -378,20 +389,19 @@ class CudaModulePrinter(KernelPrinter):
             extra = [a for a in kernel_buffers(k.epilogue) if a not in (k.a, k.b, k.out)]
             params = [a for a in kernel_buffers(k.epilogue) if a != k.out] + ["N"]
             if epilogue_launch is None:
-                ep_lines, (epilogue_launch,) = self.fused(k.epilogue, f"{name}_epilogue", kernel_buffers(k.epilogue))
-            else:
-                ep_lines = []
-            pre = ep_lines + self.epilogue_at(k, f"{name}_at", params)
-            finish = f"{name}_at(r, c, {{}}, {', '.join(params)})"
+                pre, (epilogue_launch,) = self.fused(k.epilogue, f"{name}_epilogue", kernel_buffers(k.epilogue))
             launch_extra = f", extra=({''.join(a + ', ' for a in extra)}), epilogue={epilogue_launch}"
+        tail = f"M, P, split, {k.out}{''.join(', ' + p for p in params)}"
+        values = [f"_v{j}" for j in range(sub)]
+        # a row of the thread's sums per call (8 call sites, not 64: each is typed and
+        # lowered on its own), each element through the epilogue's device function
+        pre += self.epilogue_at(k, f"{name}_at", params)
+        pre += ["", "", f"# a row of {name}'s sums: its elements {', '.join(str(offset(j)) for j in range(sub))} from column c",
+                "@cuda.jit(device=True)", f"def {name}_row(r, c, {', '.join(values)}, {tail}):", "    if r < M:"]
+        pre += [f"        {name}_at(r, c + {offset(j)}, _v{j}, {tail})" for j in range(sub)]
         for i in range(sub):
-            lines += [f"    r = row0 + ty * {vec} + {offset(i)}", "    if r < M:"]
-            for j in range(sub):
-                lines += [f"        c = col0 + tx * {vec} + {offset(j)}", "        if c < P:",
-                          "            if split > 1:",
-                          f"                cuda.atomic.add({k.out}, (r, c), acc{i}{j} * {scale})",
-                          "            else:",
-                          "                " + finish.format(f"acc{i}{j} * {scale}")]
+            lines.append(f"    {name}_row(row0 + ty * {vec} + {offset(i)}, col0 + tx * {vec}, "
+                         f"{', '.join(f'acc{i}{j} * {scale}' for j in range(sub))}, {tail})")
         return pre + lines, [f"_bind_contract({name}, {k.a}, {k.b}, {k.out}, {k.trans_a}, {k.trans_b}, {scale}, N"
                              f"{launch_extra})"]
 
@@ -432,16 +442,26 @@ class CudaModulePrinter(KernelPrinter):
         return pre + [named(line) for line in src], launch
 
     def epilogue_at(self, k, name, params):
-        """The product's epilogue for one element: ``name(r, c, value, *params)`` runs the loop
-        body of ``k.epilogue`` at row r, column c, with the product's value in place of its load."""
+        """The device function that puts one element of product ``k`` in place:
+        ``name(r, c, value, M, P, split, out, *params)`` does nothing outside the M x P
+        output, adds the value to ``out[r, c]`` atomically where blocks share the sum (split
+        K: the epilogue's own kernel runs after), and otherwise runs the loop body of
+        ``k.epilogue`` at row r, column c with the value in place of the product's load
+        (without an epilogue: stores it)."""
         e = k.epilogue
-        value = sp.Symbol("_v", real=True)
-        here = {acc: value for _, x in e.assigns for acc in x.atoms(sp.Indexed) if str(acc.base.label) == k.out}
-        body = self.fused_body(replace(e, assigns=[(s, x.xreplace(here)) for s, x in e.assigns]))
-        r, c = e.indices
-        lines = ["", "", f"# the epilogue of {name[:-len('_at')]} on one element in registers",
-                 "@cuda.jit(device=True)", f"def {name}({', '.join([str(r), str(c), '_v', *params])}):"]
-        return lines + ["    " + line for line in body]
+        if e is None:
+            r, c, body, what = "r", "c", [f"{k.out}[r, c] = _v"], "the store"
+        else:
+            value = sp.Symbol("_v", real=True)
+            here = {acc: value for _, x in e.assigns for acc in x.atoms(sp.Indexed) if str(acc.base.label) == k.out}
+            body = self.fused_body(replace(e, assigns=[(s, x.xreplace(here)) for s, x in e.assigns]))
+            r, c, what = *map(str, e.indices), "the epilogue"
+        lines = ["", "", f"# {what} of {name[:-len('_at')]} on one element in registers",
+                 "@cuda.jit(device=True)",
+                 f"def {name}({', '.join([r, c, '_v', 'M', 'P', 'split', k.out, *params])}):",
+                 f"    if {r} < M and {c} < P:", "        if split > 1:",
+                 f"            cuda.atomic.add({k.out}, ({r}, {c}), _v)", "        else:"]
+        return lines + ["            " + line for line in body]
 
     def program(self, kprog, slots):
         shapes = {b.name: b.shape for b in kprog.buffers.values()}

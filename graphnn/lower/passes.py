@@ -41,7 +41,7 @@ RESERVED = {"np", "math", "N", "prange", "njit", "cuda", "params", "state", "wor
 # loop indices, temporaries and accumulators: i0, r1, c2, _l3, _acc0, a0, b1, acc01 ...; and
 # the CUDA module's kernels (step_k3, step_k3_epilogue, step_k3_at, step_k3_finish): a program
 # binds its buffers as locals and can launch another program's kernel (a shared loop nest)
-GENERATED = re.compile(r"^(v_.*|(i|r|c|a|b|k|v|acc|_\w*)\d*|\w+_k\d+(_epilogue|_at|_finish)*)$")
+GENERATED = re.compile(r"^(v_.*|(i|r|c|a|b|k|v|acc|_\w*)\d*|\w+_k\d+(_epilogue|_at|_row|_finish)*)$")
 
 
 class GroupKind(Enum):
