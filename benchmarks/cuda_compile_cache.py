@@ -35,7 +35,7 @@ def child(sizes, batch, matmul):
     from workloads import data, graphnn_mlp
     t1 = time.perf_counter()
     g, value = graphnn_mlp(sizes, "relu", "softmax_ce")
-    model = gn.compile(g, value, target="cuda", optimizer=gn.SGD(lr=0.01), matmul=matmul)
+    model = gn.compile(g, value, target="cuda", optimizer=gn.SGD(lr=0.01), matmul=matmul, wait=True)
     t2 = time.perf_counter()
     x, y = data(sizes, "softmax_ce", batch)
     feeds = {"x": cuda.to_device(x), "y": cuda.to_device(y)}

@@ -69,7 +69,7 @@ def correctness():
                 graph, loss = net.graph, net.loss
             feeds = {"x": x, "y": y}
             errs = []
-            models = [gn.compile(graph, loss, target=t, dtype=dtype, optimizer=type(opt)(**_hyper(opt)))
+            models = [gn.compile(graph, loss, target=t, dtype=dtype, optimizer=type(opt)(**_hyper(opt)), wait=True)
                       for t in ("cpu", "cuda")]
             (l1, g1), (l2, g2) = (m.loss_and_gradients(feeds) for m in models)
             errs.append(abs(l1 - l2) / max(1.0, abs(l1)))
@@ -81,7 +81,7 @@ def correctness():
             errs += [np.abs(p1[k] - p2[k]).max() / max(1.0, np.abs(p1[k]).max()) for k in p1]
             # fit's device loop (one CUDA graph per step once captured) against the reference
             # executor's fit: same seed, same batches
-            fitted = [gn.compile(graph, loss, target=t, dtype=dtype, optimizer=type(opt)(**_hyper(opt)))
+            fitted = [gn.compile(graph, loss, target=t, dtype=dtype, optimizer=type(opt)(**_hyper(opt)), wait=True)
                       for t in ("reference", "cuda")]
             h1, h2 = (m.fit(x, y, epochs=2, batch_size=max(1, len(x) // 4), seed=1, verbose=False)
                       for m in fitted)
@@ -105,7 +105,8 @@ def _hyper(opt):
 def time_graphnn(sizes, act, loss, batch, matmul, reps, device_feeds=True, graphs=True):
     from numba import cuda
     g, value = graphnn_mlp(sizes, act, loss)
-    model = gn.compile(g, value, target="cuda", optimizer=gn.SGD(lr=0.01), matmul=matmul, graphs=graphs)
+    model = gn.compile(g, value, target="cuda", optimizer=gn.SGD(lr=0.01), matmul=matmul, graphs=graphs,
+                       wait=True)
     x, y = data(sizes, loss, batch)
     feeds = {"x": cuda.to_device(x), "y": cuda.to_device(y)} if device_feeds else {"x": x, "y": y}
     t0 = time.perf_counter()
@@ -132,7 +133,8 @@ def time_torch(sizes, act, loss, batch, reps):
 def time_graphnn_loop(sizes, act, loss, batch, matmul, steps=64, graphs=True):
     """us per step of the device training loop (fit's), over ``steps`` batches on the device."""
     g, value = graphnn_mlp(sizes, act, loss)
-    model = gn.compile(g, value, target="cuda", optimizer=gn.SGD(lr=0.01), matmul=matmul, graphs=graphs)
+    model = gn.compile(g, value, target="cuda", optimizer=gn.SGD(lr=0.01), matmul=matmul, graphs=graphs,
+                       wait=True)
     x, y = data(sizes, loss, batch * steps)
     feeds = {"x": x, "y": y}
     model.train_steps(feeds, batch_size=batch, steps=2)       # compiles
@@ -151,7 +153,7 @@ def time_sgemm(n, reps):
     a = g.input("a", (None, n))
     w = g.parameter("w", (n, n))
     g.output("c", gn.matmul(a, w))
-    model = gn.compile(g, target="cuda", matmul="tiled")
+    model = gn.compile(g, target="cuda", matmul="tiled", wait=True)
     module = model.backend.compiled.module
     kernel = module.forward_k0              # the forward program's one kernel: the product
     rng = np.random.default_rng(0)

@@ -63,7 +63,7 @@ def main():
     for graphs in (True, False):
         g, value = graphnn_mlp(sizes, act, loss)
         model = gn.compile(g, value, target="cuda", optimizer=gn.SGD(lr=0.01), matmul=args.matmul,
-                           graphs=graphs)
+                           graphs=graphs, wait=True)
         for _ in range(3):
             model.step(feeds)
         models[graphs] = model

@@ -33,7 +33,7 @@ def main():
     sizes = [int(s) for s in args.sizes.split(",")]
     act, loss = ("tanh", "mse") if sizes[-1] == 1 else ("relu", "ce")
     g, value = graphnn_mlp(sizes, act, loss)
-    model = gn.compile(g, value, target="cuda", optimizer=gn.SGD(lr=0.01), matmul="tiled")
+    model = gn.compile(g, value, target="cuda", optimizer=gn.SGD(lr=0.01), matmul="tiled", wait=True)
     module = model.backend.compiled.module
     launched = []
 

@@ -45,7 +45,7 @@ def kernel_for(cfg, n):
         a = g.input("a", (None, n))
         w = g.parameter("w", (n, n))
         g.output("c", gn.matmul(a, w))
-        model = gn.compile(g, target="cuda", matmul="tiled", cache_dir=tempfile.mkdtemp(prefix="sgemm"))
+        model = gn.compile(g, target="cuda", matmul="tiled", cache_dir=tempfile.mkdtemp(prefix="sgemm"), wait=True)
     finally:
         printer.SGEMM = saved
     module = model.backend.compiled.module

@@ -7,6 +7,7 @@ back (the loss of a training step is one scalar).
 """
 import sys
 import threading
+import time
 from collections import OrderedDict
 
 import numpy as np
@@ -20,6 +21,7 @@ from .model import device_to_host
 from ..lower.program import hyper_name, program_signature
 
 MAX_PLANS = 8              # (program, batch size) device buffer sets kept
+SCRATCH_BATCH = 2          # rows of the scratch buffers a background build runs a program on
 
 
 class CompiledModule:
@@ -123,7 +125,9 @@ def _simulator_shared_arrays_once():
 class CUDABackend:
     target = "cuda"
 
-    def __init__(self, model, cache_dir=None, fast_math=None, matmul="auto", graphs=True):
+    def __init__(self, model, cache_dir=None, fast_math=None, matmul="auto", graphs=True, wait=None):
+        from .cpu import default_wait
+        self.wait = default_wait() if wait is None else bool(wait)
         if fast_math:
             raise TargetError("fast_math is a CPU option: the CUDA target prints libm calls, which "
                               "numba.cuda maps to the device's own math library")
@@ -161,6 +165,10 @@ class CUDABackend:
         # the device's parameters and state are newer than the model's host arrays (after a
         # step): model.params/state copy them back when next read (refresh_host)
         self.host_stale = False
+        # the other way round: calls ran on the NumPy reference while the kernels compiled
+        # (wait=False) and changed the host arrays; the next device call uploads them first
+        self.device_stale = False
+        self._builds = {}       # program -> CudaBuild (wait=False)
         # the training data on the device (training_loop), and the uploads and loss read-backs
         # it made (counted for the tests: once per data, once per call)
         self._data = None
@@ -184,6 +192,7 @@ class CUDABackend:
             self._views.clear()
             self._launches.clear()
             self._loops.clear()
+            self._builds.clear()
 
     def _buffers(self, name, batch):
         """Device views of every buffer of a program at this batch size (made once)."""
@@ -196,10 +205,17 @@ class CUDABackend:
             self._launches.pop(old, None)
             if old[0] == "step":
                 self._loops.pop(old[1], None)
-        meta = self.compiled.meta[name]
-        const, per_n = meta["work"]
+        const, per_n = self.compiled.meta[name]["work"]
         d_work = self.cuda.device_array(const + per_n * batch, dtype=self.model.dtype)
         arrays = {"params": self.d_params, "state": self.d_state, "hyper": self.d_hyper, "work": d_work}
+        views, feeds = self._views_on(name, batch, arrays)
+        self._views[key] = (views, feeds, arrays)
+        return self._views[key]
+
+    def _views_on(self, name, batch, arrays):
+        """({buffer: device view}, {feed: (buffer, device array)}) of program ``name`` at this
+        batch size over the flat ``arrays`` (params, state, hyper, work)."""
+        meta = self.compiled.meta[name]
         views = {}
         for buf, (array, offset, size, shape) in meta["slots"].items():
             start = offset[0] + offset[1] * batch
@@ -215,14 +231,129 @@ class CUDABackend:
             views[buf] = feeds[node_name][1]
         for cname in meta["consts"]:
             views[cname] = self.cuda.to_device(getattr(self.compiled.module, f"_CONST_{cname}"), stream=self.stream)
-        self._views[key] = (views, feeds, arrays)
-        return self._views[key]
+        return views, feeds
 
     def run(self, name, feeds, batch):
         with self._lock:
             if batch == 0:
                 return self._run_empty(name, feeds)
+            if not self.wait:
+                build = self._build(name)
+                if build.stage == "reference":
+                    return self._run_reference(build, name, feeds, batch)
+            self._device_current()
             return self._run(name, feeds, batch)
+
+    # -- wait=False: the reference runs while the kernels compile -------------------------
+
+    def _build(self, name):
+        build = self._builds.get(name)
+        if build is None:
+            build = self._builds[name] = CudaBuild(self, name)
+        return build
+
+    def prepare(self, name, batch):
+        """Start compiling program ``name``'s kernels in the background (``wait=False``) and
+        return its :class:`CudaBuild`; ``fit`` calls this before its first step. With
+        ``wait=True`` nothing starts here (None): the first call compiles as it launches."""
+        if self.wait:
+            return None
+        with self._lock:
+            build = self._build(name)
+        build.start()
+        return build
+
+    def status(self):
+        """{program: "reference" or "compiled"} for the programs a background build was
+        started for (``wait=False``); with ``wait=True`` every program is compiled when called."""
+        if self.wait:
+            return {name: "compiled" for name in self.model.programs}
+        return {name: b.stage for name, b in self._builds.items() if b.started}
+
+    def wait_compiled(self, names=None):
+        """Finish the background builds of ``names`` (default: every one started)."""
+        for name, b in list(self._builds.items()):
+            if (names is None and b.started) or (names is not None and name in names):
+                b.wait()
+
+    def _run_reference(self, build, name, feeds, batch):
+        """The program on the NumPy reference executor, on the model's host arrays, while its
+        kernels compile; the device's copies are brought up to date by the next device call."""
+        from .backends import ReferenceBackend
+        self.refresh_host()         # a step ran on the device since the host arrays were read
+        host = {k: device_to_host(v) if hasattr(v, "__cuda_array_interface__") else v for k, v in feeds.items()}
+        out = ReferenceBackend(self.model).run(name, host, batch)
+        if self.model.programs[name].updates:
+            self.device_stale = True
+        build.start()       # after the first result, as on the CPU
+        return out
+
+    def _device_current(self):
+        """Upload the host's parameters and state if the reference changed them last."""
+        if self.device_stale:
+            m = self.model
+            self.d_params.copy_to_device(_pack(_plain(m._params), m.dtype), stream=self.stream)
+            self.d_state.copy_to_device(_pack(_plain(m._state), m.dtype), stream=self.stream)
+            self.launcher.synchronize()
+            self.device_stale = False
+
+    def warm(self, name):
+        """Compile, or load from numba-cuda's disk cache, every kernel program ``name``
+        launches, by running the program once on scratch buffers of ``SCRATCH_BATCH`` rows
+        (zeros: the model's own buffers are not touched; matrix products that cuBLAS makes
+        are left out, they compile nothing). The kernels get the argument types the model's
+        calls will give them, so those find them compiled. Returns how many kernels were
+        compiled rather than loaded (0 where numba keeps no counts: the simulator)."""
+        m = self.model
+        cuda, module, dtype = self.cuda, self.compiled.module, m.dtype
+        const, per_n = self.compiled.meta[name]["work"]
+        hyper = np.zeros(self.d_hyper.size, dtype=dtype)
+        try:        # the optimizer's values and t = 1: no 1 / (1 - beta^0) in Adam's scratch step
+            values = m._hyper(t=1) if m.optimizer is not None else {}
+        except Exception:
+            values = {}
+        for k, h in enumerate(self.compiled.hyper_order):
+            hyper[k] = values.get(h, 0.0)
+        # copies of the model's values (a scratch step on them makes no infinities or NaNs that
+        # zeros would: log(0), x / 0), read as they are (a torn read does no harm here)
+        arrays = {"params": cuda.to_device(_pack(_plain(m._params), dtype)),
+                  "state": cuda.to_device(_pack(_plain(m._state), dtype)),
+                  "hyper": cuda.to_device(hyper),
+                  "work": cuda.to_device(np.zeros(const + per_n * SCRATCH_BATCH, dtype=dtype))}
+        views, feeds = self._views_on(name, SCRATCH_BATCH, arrays)
+        for _, d_feed in feeds.values():        # zeros, not whatever the memory held
+            if d_feed.size:
+                d_feed.copy_to_device(np.zeros(d_feed.shape, dtype=dtype))
+        gemm = None if self.launcher.gemm is None else (lambda *args: (lambda: None))
+        with _BIND_LOCK:
+            saved = module._STREAM, module._GEMM
+            module._STREAM, module._GEMM = 0, gemm
+            try:
+                launches = getattr(module, name)(views, SCRATCH_BATCH)
+            finally:
+                module._STREAM, module._GEMM = saved
+        kernels = [v for v in vars(module).values() if hasattr(v, "stats")]
+
+        def misses():
+            return sum(sum(k.stats.cache_misses.values()) for k in kernels)
+        if name == "step" and self.compiled.meta["step"]["outputs"].get("loss") is not None:
+            launches += self._loop_warm_launches(dtype)
+        before = misses()
+        for launch in launches:
+            disk.repairing_numba_cache(launch)
+        cuda.synchronize()
+        return misses() - before
+
+    def _loop_warm_launches(self, dtype):
+        """The training loop's own kernels (gather, copy a draw, record the loss) launched on
+        one-element scratch arrays of the types the loop gives them."""
+        cuda, kernels = self.cuda, _loop_kernels(self.cuda)
+        rows, values = cuda.to_device(np.zeros((1, 1), dtype=dtype)), cuda.to_device(np.zeros(1, dtype=dtype))
+        order, counter = cuda.to_device(np.zeros(1, dtype=np.int64)), cuda.to_device(np.zeros(1, dtype=np.int64))
+        losses = cuda.to_device(np.zeros(1, dtype=np.float64))
+        return [lambda: kernels.gather[1, 1, 0](rows, order, counter, cuda.to_device(np.zeros((1, 1), dtype=dtype))),
+                lambda: kernels.copy_row[1, 1, 0](rows, counter, cuda.to_device(np.zeros(1, dtype=dtype))),
+                lambda: kernels.record[1, 1, 0](values, 0, losses, counter, values, -1)]
 
     def _run_empty(self, name, feeds):
         """A batch of 0 rows has nothing to launch: the reference's values, alike on every
@@ -307,14 +438,21 @@ class CUDABackend:
         loss = meta["outputs"].get("loss")
         if loss is None or loss[0] not in ("params", "state", "work"):
             return None     # a loss that is not computed on the device (a constant): step by step
+        if not self.wait:
+            with self._lock:
+                build = self._build("step")
+            if build.stage == "reference":
+                build.start()
+                return None     # step by step (on the reference) until the kernels are ready
         kernels = _loop_kernels(self.cuda)
         t_name = hyper_name("t")
         t_index = self.compiled.hyper_order.index(t_name) if t_name in self.compiled.hyper_order else None
         inputs = self.model.graph.inputs
-        cuda, stream, dtype = self.cuda, self.stream, self.model.dtype
+        stream, dtype = self.stream, self.model.dtype
 
         def loop(data, drawn, order, start, steps, t0, hyper, in_order=False):
             with self._lock:     # in_order: the rows are gathered on the device either way
+                self._device_current()
                 views, feed_bufs, arrays = self._buffers("step", batch)
                 step_plan = self._plan("step", batch, views)
                 resident = self._resident(data, inputs)
@@ -414,20 +552,27 @@ class CUDABackend:
         self._loops.clear()
 
     def read_param(self, name):
+        if self.device_stale:       # the reference ran last: the host's array is the newer
+            return dict.__getitem__(self.model._params, name)
         a, b, shape = self.param_slices[name]
         value = self.d_params[a:b].copy_to_host(stream=self.stream)
         self.launcher.synchronize()
         return value.reshape(shape)
 
     def write_param(self, name, value):
-        self.refresh_host()     # the host arrays must be current before the write copies one of them
         a, b, shape = self.param_slices[name]
+        if self.device_stale:       # into the newer host arrays; the next device call uploads them
+            np.copyto(dict.__getitem__(self.model._params, name), np.asarray(value).reshape(shape))
+            return
+        self.refresh_host()     # the host arrays must be current before the write copies one of them
         host = self.d_params.copy_to_host(stream=self.stream)
         host[a:b] = np.asarray(value, dtype=self.model.dtype).reshape(-1)
         self.d_params.copy_to_device(host, stream=self.stream)
         self.launcher.synchronize()
 
     def write_state(self, name, value):
+        if self.device_stale:       # the model wrote the host array; the next device call uploads it
+            return
         self.refresh_host()
         a, b, shape = self.state_slices[name]
         host = self.d_state.copy_to_host(stream=self.stream)
@@ -444,8 +589,11 @@ class CUDABackend:
                     self.sync_to_host()
 
     def sync_to_host(self):
-        """Copy parameters and state back into the model's host arrays."""
+        """Copy parameters and state back into the model's host arrays (unless the host's
+        are the newer: the reference ran last, ``wait=False``)."""
         self.host_stale = False
+        if self.device_stale:
+            return
         params, state = self.model._params, self.model._state   # their plain storage: no refresh
         host = self.d_params.copy_to_host(stream=self.stream)
         self.launcher.synchronize()
@@ -479,6 +627,47 @@ def _cupy_on_a_gpu(cupy):
         return cupy.cuda.runtime.getDeviceCount() > 0
     except Exception:       # e.g. a driver older than CuPy's CUDA runtime
         return False
+
+
+class CudaBuild:
+    """The background compile of one program's kernels (``wait=False``): ``stage`` is
+    "reference" (calls run on the NumPy reference executor) until the kernels are compiled or
+    loaded, then "compiled". Runs on the CPU backend's build thread (one at a time, finished
+    at interpreter exit). A build that fails hands over anyway: the next call compiles its
+    kernels as it launches them, as with ``wait=True``, and raises what is really wrong."""
+
+    def __init__(self, backend, name):
+        self.backend, self.name = backend, name
+        self.stage = "reference"
+        self.started = False
+        self.error = None           # why the background run failed (the calls then compile)
+        self.timings = {}
+        self.cache_hit, self.new_kernels = False, 0
+        self.done = threading.Event()
+
+    def start(self):
+        if self.started:
+            return
+        self.started = True
+        from .cpu import WORKER
+        WORKER.submit(self._run)
+
+    def _run(self):
+        started = time.perf_counter()
+        try:
+            self.new_kernels = self.backend.warm(self.name)
+            self.cache_hit = self.new_kernels == 0
+        except Exception as exc:
+            self.error = exc
+        finally:
+            self.timings["kernels"] = time.perf_counter() - started
+            self.stage = "compiled"
+            self.done.set()
+
+    def wait(self):
+        if not self.started:
+            self.start()
+        self.done.wait()
 
 
 class Plan:
@@ -649,6 +838,11 @@ def _slices(arrays):
         out[k] = (offset, offset + a.size, a.shape)
         offset += size
     return out
+
+
+def _plain(buffers):
+    """The arrays of ``model.params`` or ``model.state`` as stored: no copy from the device."""
+    return {k: dict.__getitem__(buffers, k) for k in dict.keys(buffers)}
 
 
 def _pack(arrays, dtype):

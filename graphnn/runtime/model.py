@@ -107,7 +107,7 @@ class Model:
         self.lock = threading.RLock()
         from .backends import make_backend
         wait = options.pop("wait", None)
-        if target == "cpu":
+        if target in ("cpu", "cuda"):
             options["wait"] = wait
         self.backend = make_backend(target, self, **options)
         # after the backend: it may have moved the arrays into storage of its own (the CPU's
@@ -450,12 +450,14 @@ class Model:
         return result
 
     def compile_status(self):
-        """{program: stage} of the programs called so far on the CPU target.
+        """{program: stage} of the programs called so far on the CPU and CUDA targets.
 
         ``"reference"``: still compiling, calls run on the NumPy reference executor;
-        ``"kernels"``: kernels compiled, a Python driver calls them;
-        ``"compiled"``: the whole program is one compiled function.
-        Other targets report every program as ``"compiled"``."""
+        ``"kernels"`` (CPU): kernels compiled, a Python driver calls them;
+        ``"compiled"``: the whole program is one compiled function (CPU), or its kernels are
+        compiled and calls run on the device (CUDA). With ``wait=True`` the CUDA target
+        reports every program as ``"compiled"`` (its kernels compile as a call launches
+        them); the reference target reports every program as ``"compiled"``."""
         status = getattr(self.backend, "status", None)
         if status is None:
             return {name: "compiled" for name in self.programs}

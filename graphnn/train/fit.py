@@ -236,6 +236,10 @@ def _compile_step(model, batch_size, verbose):
     if verbose:
         print(f"compiling the training step of {model.graph.name!r} ...", end=" ", flush=True)
     build = prepare("step", batch_size)
+    if build is None:       # (CUDA, wait=True: its kernels compile as the first step launches them)
+        if verbose:
+            print("as the first step runs", flush=True)
+        return None
     if build.stage == "reference":
         if verbose:
             print("in the background; the first steps run on the NumPy reference meanwhile", flush=True)
