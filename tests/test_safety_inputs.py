@@ -4,9 +4,7 @@ feeds that are not plain arrays of numbers, assigning parameters, optimizer hype
 The lecture's 1-2-1 net throughout; compiled CPU models are made once per module and reset
 between tests (their compile takes seconds).
 """
-import contextlib
 import copy
-import gc
 import os
 import signal
 import sys
@@ -162,22 +160,6 @@ def test_the_reference_executor_takes_a_mean_over_no_rows_as_nan():
 
 # -- 3. Ctrl-C during fit --------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _no_gc_callbacks():
-    """No automatic garbage collection while a SIGINT is sent. CPython runs a pending signal's
-    handler in whatever Python frame comes next, and that can be a ``gc.callbacks`` function
-    (pytest plugins install them: hypothesis times its collections); a KeyboardInterrupt
-    raised there is printed as "Exception ignored" and lost, so the interrupt the test sent
-    never reached the code under test (a rare failure seen in the full suite)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def _events(run):
     """The profiler events of ``run()`` as (kind, function name), 'c_call' left out."""
     events = []
@@ -206,14 +188,13 @@ def _interrupted_at(event, run):
         if seen[0] == event:
             sys.setprofile(None)
             signal.raise_signal(signal.SIGINT)
-    with _no_gc_callbacks():
-        sys.setprofile(profile)
-        try:
-            run()
-        except KeyboardInterrupt:
-            return True
-        finally:
-            sys.setprofile(None)
+    sys.setprofile(profile)
+    try:
+        run()
+    except KeyboardInterrupt:
+        return True
+    finally:
+        sys.setprofile(None)
     return False
 
 
@@ -278,7 +259,7 @@ def test_a_ctrl_c_as_the_guard_comes_or_goes_leaves_the_handler_as_it_was(where)
         if kind == "call" and frame.f_code is code:
             sys.setprofile(None)
             signal.raise_signal(signal.SIGINT)
-    with _no_gc_callbacks(), pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt):
         sys.setprofile(at_entry)
         try:
             with runtime.INTERRUPTS.held_to_step_ends():
@@ -315,8 +296,7 @@ def test_a_handler_of_the_user_gets_the_held_interrupt_after_the_step(reference_
             assert len(calls) == before, "the signal was not held to the step's end"
             return step(feeds, training)
         model.step = step_with_ctrl_c
-        with _no_gc_callbacks():
-            model.fit(FEEDS, epochs=1, batch_size=8, shuffle=False, verbose=False, augment=lambda a, rng: a)
+        model.fit(FEEDS, epochs=1, batch_size=8, shuffle=False, verbose=False, augment=lambda a, rng: a)
     finally:
         del model.step
         signal.signal(signal.SIGINT, previous)
