@@ -24,6 +24,6 @@ timeout 40 python3 -W ignore benchmarks/cuda_compile_cache.py > "$out/compile_ca
 echo "cuda_compile_cache: exit $?"
 # (without the two machine-code checks: they compile for sm_90 on the CPU and need no GPU)
 GRAPHNN_TEST_REAL_GPU=1 timeout 95 python3 -m pytest -q -m cuda -p no:cacheprovider -W ignore \
-    -k "not float64_ptx and not spill_no_registers" tests/test_cuda_graphs.py tests/test_cuda_loop.py tests/test_cuda_rows.py tests/test_cuda_epilogue.py tests/test_cuda_sgemm.py tests/test_cuda_cache.py tests/test_cuda.py tests/test_cuda_shared_kernels.py > "$out/pytest.txt" 2>&1
+    -k "not float64_ptx and not spill_no_registers" tests/test_cuda_graphs.py tests/test_cuda_loop.py tests/test_cuda_rows.py tests/test_cuda_epilogue.py tests/test_cuda_sgemm.py tests/test_cuda_cache.py tests/test_cuda.py tests/test_cuda_shared_kernels.py tests/test_cuda_staged.py > "$out/pytest.txt" 2>&1
 echo "pytest (real GPU): exit $?"; tail -3 "$out/pytest.txt"
 cat "$out/compile_cache.txt" "$out/sgemm_sweep.txt" "$out/gpu_profile.txt" "$out/gpu_check.txt"
