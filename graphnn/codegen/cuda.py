@@ -145,7 +145,7 @@ class CudaModulePrinter(KernelPrinter):
         # a tiled product's staged read: a device function, so the kernel itself has no branch
         # per read (numba's SSA and liveness passes take time in blocks x variables: with the
         # reads' and stores' branches written out, a 128x128 product had 260 blocks and took
-        # 7.5 s to compile; NVVM inlines the function, the machine code is the same)
+        # 7.6 s to compile; NVVM inlines the function, the machine code is the same)
         lines += ["", "", "# one element of a product's operand, 0 outside it (at a tile's edge)",
                   "@cuda.jit(device=True)", "def _tile_load(x, i, j, ilim, jlim):",
                   "    if i < ilim and j < jlim:", "        return x[numba.uint64(i), numba.uint64(j)]",

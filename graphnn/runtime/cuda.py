@@ -300,8 +300,9 @@ class CUDABackend:
     def warm(self, name):
         """Compile, or load from numba-cuda's disk cache, every kernel program ``name``
         launches, by running the program once on scratch buffers of ``SCRATCH_BATCH`` rows
-        (zeros: the model's own buffers are not touched; matrix products that cuBLAS makes
-        are left out, they compile nothing). The kernels get the argument types the model's
+        (copies of the parameters, state and hyper-parameters, zero feeds: the model's own
+        buffers are not touched; matrix products that cuBLAS makes are left out, they
+        compile nothing). The kernels get the argument types the model's
         calls will give them, so those find them compiled. Returns how many kernels were
         compiled rather than loaded (0 where numba keeps no counts: the simulator)."""
         m = self.model
